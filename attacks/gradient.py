@@ -1,0 +1,138 @@
+"""Gradient attacks: FGSM, FGM, BIM, PGD, the L-infinity CW of the PixelDefend tables, DeepFool, CW-L2."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.attack import Attack
+from benchmark.registry import register_attack
+from benchmark.vocab import AttackKind, Norm
+
+from .adapters import foolbox_minimal, foolbox_model, foolbox_sweep
+
+
+@register_attack("fgsm")
+class FGSM(Attack):
+    summary = "fast gradient sign method (Goodfellow et al. 2015)"
+    norm, kind, library = Norm.LINF, AttackKind.FIXED, "foolbox"
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        _, adv, _ = fb.attacks.LinfFastGradientAttack()(foolbox_model(model, x.device), x, y, epsilons=eps)
+        return adv
+
+
+@register_attack("fgm")
+class FGM(Attack):
+    summary = "fast gradient method, L2, smallest fooling step of a sweep (foolbox 1's GradientAttack)"
+    norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+
+    def __init__(self, sweep: int = 60, max_rel: float = 0.5) -> None:
+        super().__init__(sweep=sweep, max_rel=max_rel)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        # L2 budgets up to max_rel times the largest possible L2 distance in the image box, geometrically spaced
+        top = self._options["max_rel"] * float(np.sqrt(x[0].numel()))
+        epsilons = np.geomspace(top / 1000, top, self._options["sweep"]).tolist()
+        return foolbox_sweep(fb.attacks.L2FastGradientAttack(), model, x, y, epsilons)
+
+
+def paper_bim_steps(eps: float) -> int:
+    """The PixelDefend paper's BIM schedule (Kurakin et al.): min(eps + 4, 1.25 eps) steps of 1/255, eps in 0-255."""
+    e = eps * 255
+    return max(1, int(min(e + 4, 1.25 * e)))
+
+
+@register_attack("bim")
+class BIM(Attack):
+    summary = "basic iterative method: steps of 1/255, min(eps+4, 1.25 eps) of them (Kurakin et al. 2017)"
+    norm, kind, library = Norm.LINF, AttackKind.FIXED, "torchattacks"
+
+    def run(self, model, x, y, eps):
+        import torchattacks
+
+        return torchattacks.BIM(model, eps=eps, alpha=1 / 255, steps=paper_bim_steps(eps))(x, y)
+
+
+@register_attack("pgd")
+class PGD(Attack):
+    summary = "projected gradient descent with a random start (Madry et al. 2018)"
+    norm, kind, library = Norm.LINF, AttackKind.FIXED, "foolbox"
+    randomised = True
+
+    def __init__(self, steps: int = 50, rel_stepsize: float = 0.05) -> None:
+        super().__init__(steps=steps, rel_stepsize=rel_stepsize)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        attack = fb.attacks.LinfPGD(steps=self._options["steps"], rel_stepsize=self._options["rel_stepsize"])
+        _, adv, _ = attack(foolbox_model(model, x.device), x, y, epsilons=eps)
+        return adv
+
+
+def _cw_margin_pgd():
+    """foolbox's L-infinity PGD with its loss swapped for the Carlini-Wagner margin."""
+    import eagerpy as ep
+    import foolbox as fb
+
+    class CWLinfPGD(fb.attacks.LinfPGD):
+        def get_loss_fn(self, model, labels):
+            def loss_fn(inputs):
+                logits = model(inputs)
+                true = logits[range(len(labels)), labels]
+                others = ep.where(ep.onehot_like(logits, labels).bool(), -ep.inf, logits)  # mask the true class
+                return (others.max(axis=-1) - true).sum()
+
+            return loss_fn
+
+    return CWLinfPGD
+
+
+@register_attack("cw-linf")
+class CWLinf(Attack):
+    summary = "L-infinity Carlini-Wagner: PGD on the CW margin loss (the CW of the PixelDefend tables)"
+    norm, kind, library = Norm.LINF, AttackKind.FIXED, "foolbox"
+    randomised = True
+
+    def __init__(self, steps: int = 50, rel_stepsize: float = 0.05) -> None:
+        super().__init__(steps=steps, rel_stepsize=rel_stepsize)
+
+    def run(self, model, x, y, eps):
+        attack = _cw_margin_pgd()(steps=self._options["steps"], rel_stepsize=self._options["rel_stepsize"])
+        _, adv, _ = attack(foolbox_model(model, x.device), x, y, epsilons=eps)
+        return adv
+
+
+@register_attack("deepfool")
+class DeepFool(Attack):
+    summary = "DeepFool, L2 (Moosavi-Dezfooli et al. 2016)"
+    norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+
+    def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int = 10) -> None:
+        super().__init__(steps=steps, overshoot=overshoot, candidates=candidates)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        return foolbox_minimal(fb.attacks.L2DeepFoolAttack(**self._options), model, x, y)
+
+
+@register_attack("cw")
+class CarliniWagnerL2(Attack):
+    summary = "Carlini-Wagner L2 with a binary search over its constant (Carlini and Wagner 2017)"
+    norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+
+    def __init__(self, binary_search_steps: int = 6, steps: int = 200, stepsize: float = 0.05,
+                 initial_const: float = 0.1, confidence: float = 0.0) -> None:
+        super().__init__(binary_search_steps=binary_search_steps, steps=steps, stepsize=stepsize,
+                         initial_const=initial_const, confidence=confidence)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        return foolbox_minimal(fb.attacks.L2CarliniWagnerAttack(**self._options), model, x, y)

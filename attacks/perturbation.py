@@ -1,0 +1,75 @@
+"""Gradient-free corruptions run until they fool the model: uniform noise (the paper's RAND), salt and pepper,
+Gaussian blur and contrast reduction (foolbox 3)."""
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.attack import Attack
+from benchmark.registry import register_attack
+from benchmark.vocab import AttackKind, Norm
+
+from .adapters import foolbox_minimal, foolbox_sweep
+
+
+@register_attack("uniform-noise")
+class UniformNoise(Attack):
+    summary = "additive uniform noise, the smallest L-infinity amplitude of a sweep that fools (the paper's RAND)"
+    norm, kind, library = Norm.LINF, AttackKind.MINIMAL, "foolbox"
+    needs_gradients, randomised = False, True
+
+    def __init__(self, sweep: int = 128) -> None:
+        super().__init__(sweep=sweep)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        epsilons = np.linspace(1.0 / self._options["sweep"], 1.0, self._options["sweep"]).tolist()
+        return foolbox_sweep(fb.attacks.LinfAdditiveUniformNoiseAttack(), model, x, y, epsilons)
+
+
+@register_attack("salt-and-pepper")
+class SaltAndPepper(Attack):
+    summary = "salt-and-pepper noise of growing density until the model is fooled"
+    norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+    needs_gradients, randomised = False, True
+
+    def __init__(self, steps: int = 1000) -> None:
+        super().__init__(steps=steps)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        return foolbox_minimal(fb.attacks.SaltAndPepperNoiseAttack(steps=self._options["steps"]), model, x, y)
+
+
+@register_attack("gaussian-blur")
+class GaussianBlur(Attack):
+    summary = "Gaussian blur of growing width until the model is fooled"
+    norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+    needs_gradients = False
+
+    def __init__(self, steps: int = 200) -> None:
+        super().__init__(steps=steps)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        attack = fb.attacks.GaussianBlurAttack(distance=fb.distances.l2, steps=self._options["steps"])
+        return foolbox_minimal(attack, model, x, y)
+
+
+@register_attack("contrast-reduction")
+class ContrastReduction(Attack):
+    summary = "contrast reduction towards mid-grey, binary search for the least that fools"
+    norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+    needs_gradients = False
+
+    def __init__(self, binary_search_steps: int = 15) -> None:
+        super().__init__(binary_search_steps=binary_search_steps)
+
+    def run(self, model, x, y, eps):
+        import foolbox as fb
+
+        attack = fb.attacks.BinarySearchContrastReductionAttack(
+            distance=fb.distances.l2, binary_search_steps=self._options["binary_search_steps"])
+        return foolbox_minimal(attack, model, x, y)

@@ -1,0 +1,48 @@
+"""The attack interface.
+
+An attack's norm and kind are class data (foolbox 3 style), read by the runner, the tests and the leaderboard. The goal
+(the true labels to move away from) is an argument of the call; configuration is fixed at construction. Attacks are
+never trusted: the harness re-checks bounds, budget, finiteness and the prediction of whatever :meth:`run` returns.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .vocab import AttackKind, Norm
+
+
+class Attack:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    norm: ClassVar[Norm] = Norm.LINF
+    kind: ClassVar[AttackKind] = AttackKind.FIXED
+    needs_gradients: ClassVar[bool] = True
+    randomised: ClassVar[bool] = False
+    library: ClassVar[str] = "defensebench"  # whose implementation runs: foolbox, torchattacks or ours
+
+    def __init__(self, **options: Any) -> None:
+        self._options = dict(options)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        traits = ["gradient" if cls.needs_gradients else "gradient-free"]
+        if cls.randomised:
+            traits.append("randomised")
+        return {"kind": cls.kind.value, "norm": cls.norm.value, "traits": ", ".join(traits),
+                "implementation": cls.library, "summary": cls.summary}
+
+    def options(self) -> dict[str, Any]:
+        """The attack's parameters, recorded with every result."""
+        return dict(self._options)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None) -> torch.Tensor:
+        """Adversarial inputs for ``x`` (N, C, H, W in [0, 1]) with true labels ``y``.
+
+        ``model`` maps [0, 1] images to logits and is in eval mode. Fixed-eps attacks get ``eps`` (in their native
+        norm); minimal attacks get None and return their smallest adversarial input, or ``x`` itself where they failed.
+        Random draws come from torch's global generator, which the harness seeds per batch.
+        """
+        raise NotImplementedError

@@ -1,0 +1,209 @@
+"""The ``bench`` command. Subcommands import their machinery lazily: ``bench --help`` never imports torch.
+
+User mistakes (a :class:`benchmark.errors.BenchError`) print one line and exit with code 2; finished work is kept.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+THREATS = ("oblivious", "adaptive", "transfer")
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"bench: error: {self.message}", err=True)
+
+
+class BenchGroup(click.Group):
+    """Turns BenchError (raised anywhere below) into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import BenchError
+
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            raise UserError(str(exc)) from None
+
+
+def _setup(quiet: bool) -> None:
+    from .progress import set_quiet
+
+    set_quiet(quiet)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bench: %(message)s"))
+    root = logging.getLogger("benchmark")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _report_broken_plugins() -> None:
+    from .registry import REGISTRIES
+
+    for kind, registry in REGISTRIES.items():
+        registry.names()  # loads entry points
+        for name, why in sorted(registry.broken.items()):
+            click.echo(f"bench: warning: {kind[:-1]} plugin {name!r} failed to load ({why}); continuing without it",
+                       err=True)
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="defensebench", prog_name="bench")
+def main() -> None:
+    """DefenseBench: evaluate defenses against adversarial examples and regenerate the leaderboard.
+
+    \b
+    bench run --defense feature-squeezing --attack all
+    bench leaderboard
+    """
+
+
+def _common_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                     help="Folder with torchvision-layout data (default: $BENCH_DATA or the cache).")(f)
+    f = click.option("--download", is_flag=True, help="Let torchvision download a missing data set (needs internet).")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (auto takes CUDA when present).")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and attacks.")(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or info messages.")(f)
+    return f
+
+
+@main.command()
+@click.option("--dataset", default="mnist5k", show_default=True, help="Registered data set (see `bench list datasets`).")
+@click.option("--model", default="resnet", show_default=True, help="Classifier architecture (see `bench list models`).")
+@click.option("--defense", "defense_spec", default="none", show_default=True,
+              help="Defenses: a name, a list 'a,b', 'all', 'all,-x', wildcards; compose with '+' (adv-fgsm+feature-squeezing).")
+@click.option("--attack", "attack_spec", default="all", show_default=True,
+              help="Attacks: a name, a list 'fgsm,bim', 'all', 'all,-lbfgs', wildcards such as 'pgd*'.")
+@click.option("--eps", "eps_values", multiple=True,
+              help="Budgets in [0,1] pixel space, repeatable or comma-separated: 8/255 or 0.0314 (default: the paper's).")
+@click.option("--n", type=int, default=100, show_default=True, help="Number of test points.")
+@click.option("--threat", type=click.Choice(THREATS), default="oblivious", show_default=True, help="Threat model.")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Where records are written (and looked up to resume).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
+@_common_model_options
+def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, results_dir, batch_size, data_root,
+        download, device, seed, quiet) -> None:
+    """Evaluate defenses against attacks; one record per cell under RESULTS_DIR (finished cells are skipped)."""
+    _setup(quiet)
+    from .budgets import parse_eps_list
+    from .registry import ATTACKS, DEFENSES
+    from .runner import RunPlan
+    from .runner import run as run_grid
+    from .vocab import Threat
+
+    _report_broken_plugins()
+    plan = RunPlan(
+        dataset=dataset, model=model, defenses=tuple(DEFENSES.select(defense_spec)),
+        attacks=tuple(ATTACKS.select(attack_spec)), eps=parse_eps_list(eps_values) if eps_values else None,
+        n=n, threat=Threat(threat), seed=seed, device=device, results_dir=results_dir, batch_size=batch_size,
+        data_root=data_root, download=download,
+    )
+    results = run_grid(plan)
+    click.echo(_results_table(results))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        for r in failed:
+            click.echo(f"bench: error: cell {r.defense} x {r.attack} failed: {r.message}", err=True)
+        raise SystemExit(2)
+
+
+def _results_table(results) -> str:
+    from tabulate import tabulate
+
+    from .budgets import format_eps
+
+    rows = []
+    for r in results:
+        if r.record is None:
+            rows.append([r.defense, r.attack, r.status, "", "", r.message])
+            continue
+        s, cfg = r.record["summary"], r.record["config"]
+        robust = "  ".join(f"{format_eps(e)}: {100 * a:.1f}" for e, a in zip(cfg["eps"], s["robust_accuracy"]))
+        rows.append([r.defense, r.attack, r.status, f"{100 * s['clean_accuracy']:.1f}", robust, f"n={cfg['n']}"])
+    return tabulate(rows, headers=["defense", "attack", "status", "clean %", "robust % per budget", ""],
+                    tablefmt="simple")
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["attacks", "defenses", "models", "datasets", "all"]), default="all")
+def list_(what: str) -> None:
+    """Registered attacks, defenses, models and data sets, with their traits and origin."""
+    from tabulate import tabulate
+
+    from .registry import REGISTRIES
+
+    _report_broken_plugins()
+    kinds = list(REGISTRIES) if what == "all" else [what]
+    for kind in kinds:
+        entries = REGISTRIES[kind].entries()
+        described = [(e, e.describe()) for e in entries]
+        columns = [c for c in ("kind", "norm", "traits", "shape", "shapes", "classes", "default eps", "implementation")
+                   if any(c in d for _, d in described)]
+        rows = [[e.name, *[d.get(c, "") for c in columns], e.origin, d.get("summary") or d.get("source", "")]
+                for e, d in described]
+        click.echo(f"{kind} ({len(rows)})")
+        click.echo(tabulate(rows, headers=["name", *columns, "origin", "summary"], tablefmt="simple"))
+        click.echo("")
+
+
+@main.command()
+@click.argument("what", default="classifier")
+@click.option("--dataset", default="mnist5k", show_default=True)
+@click.option("--model", default="resnet", show_default=True, help="Classifier architecture.")
+@click.option("--defense", "defense_name", default="none", show_default=True,
+              help="Training-time defense (adv-fgsm, adv-bim, label-smoothing) or none.")
+@_common_model_options
+def train(what, dataset, model, defense_name, data_root, download, device, seed, quiet) -> None:
+    """Train a model into the store (or report the cached one). WHAT: classifier (default)."""
+    _setup(quiet)
+    from .data import load_dataset
+    from .defense import build_defense
+    from .device import resolve_device
+    from .errors import BenchError
+    from .store import ModelStore
+    from .zoo import get_classifier
+
+    if what != "classifier":
+        raise BenchError(f"cannot train {what!r}: trainable here: classifier")
+    data = load_dataset(dataset, data_root, download)
+    defense = build_defense(defense_name)
+    _, meta = get_classifier(data, model, defense, seed, resolve_device(device), ModelStore())
+    m = meta["metrics"]
+    click.echo(f"{model} on {dataset} ({defense_name}, seed {seed}): test accuracy {100 * m['test_accuracy']:.2f}%, "
+               f"val {100 * m['val_accuracy']:.2f}%  [{meta['key']}]")
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit non-zero when the leaderboard is stale instead of writing it.")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("leaderboard.md"),
+              show_default=True)
+def leaderboard(check: bool, results_dir: Path, output: Path) -> None:
+    """Regenerate leaderboard.md from the records alone (deterministic)."""
+    from . import leaderboard as lb
+
+    if check:
+        problems = lb.check(results_dir, output)
+        if problems:
+            for p in problems:
+                click.echo(f"bench: {p}", err=True)
+            raise SystemExit(1)
+        click.echo(f"{output} is up to date with {results_dir}")
+        return
+    changed = lb.write(results_dir, output)
+    click.echo(f"{'wrote' if changed else 'unchanged:'} {output}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

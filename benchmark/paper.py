@@ -1,0 +1,118 @@
+"""Published numbers to compare with: PixelDefend (Song et al., ICLR 2018, https://arxiv.org/abs/1710.10766).
+
+Tables 1 (Fashion-MNIST) and 2 (CIFAR-10) ship as CSV files in ``benchmark/reference/`` (each keeps its citation
+header). This module reads them and renames their rows and columns into the benchmark's vocabulary:
+
+- data set: Table 1 -> ``fashion-mnist``, Table 2 -> ``cifar10``;
+- network: ``ResNet`` -> ``resnet``, ``VGG`` -> ``vgg`` (a blank cell continues the row above);
+- training: ``Normal`` -> ``none``, ``Adversarial FGSM + PixelDefend`` -> ``adv-fgsm+pixeldefend``, ... (:data:`DEFENSES`);
+- columns: ``clean``, ``rand`` -> ``uniform-noise``, ``fgsm``, ``bim``, ``deepfool``, ``cw`` -> ``cw-linf``, and
+  ``strongest`` -> :data:`WORST_CASE`.
+
+Cells are accuracies in percent, one per budget (``eps_attack``). The paper attacks the undefended network and then
+applies the defense, which is the ``oblivious`` threat model: its numbers sit beside oblivious rows only.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Mapping
+
+from .errors import BenchError
+
+CLEAN = "clean"
+WORST_CASE = "worst case"
+THREAT = "oblivious"
+
+MODELS = {"ResNet": "resnet", "VGG": "vgg"}
+DEFENSES = {
+    "Normal": "none",
+    "Adversarial FGSM": "adv-fgsm",
+    "Adversarial BIM": "adv-bim",
+    "Label Smoothing": "label-smoothing",
+    "Feature Squeezing": "feature-squeezing",
+    "Adversarial FGSM + Feature Squeezing": "adv-fgsm+feature-squeezing",
+    "Normal + PixelDefend": "pixeldefend",
+    "Adversarial FGSM + PixelDefend": "adv-fgsm+pixeldefend",
+    "Adversarial FGSM + Adaptive PixelDefend": "adv-fgsm+adaptive-pixeldefend",
+}
+COLUMNS = {
+    "clean": CLEAN,
+    "rand": "uniform-noise",
+    "fgsm": "fgsm",
+    "bim": "bim",
+    "deepfool": "deepfool",
+    "cw": "cw-linf",
+    "strongest": WORST_CASE,
+}
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    dataset: str
+    file: str
+    label: str  # how the leaderboard cites it
+    eps: tuple[float, ...]  # eps_attack of the cells, in [0, 1] pixel space
+
+
+TABLES = (
+    PaperTable("fashion-mnist", "pixeldefend_table1_fashion_mnist.csv", "Song et al. 2018 (Table 1)",
+               (8 / 255, 25 / 255)),
+    PaperTable("cifar10", "pixeldefend_table2_cifar10.csv", "Song et al. 2018 (Table 2)",
+               (2 / 255, 8 / 255, 16 / 255)),
+)
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One published row in our vocabulary. ``cells`` maps ``clean``, attack names and :data:`WORST_CASE` to
+    accuracies in percent, one per budget of ``eps``."""
+
+    source: str
+    dataset: str
+    model: str
+    defense: str
+    eps: tuple[float, ...]
+    cells: Mapping[str, tuple[int, ...]]
+
+
+def _read_reference(file: str) -> str:
+    return resources.files("benchmark").joinpath("reference", file).read_text(encoding="utf-8")
+
+
+def _parse_cell(text: str, n_eps: int, where: str) -> tuple[int, ...]:
+    values = tuple(int(part) for part in text.strip().split("/"))
+    if len(values) != n_eps:
+        raise BenchError(f"{where}: cell {text!r} has {len(values)} values, expected one per budget ({n_eps})")
+    return values
+
+
+def _parse_table(table: PaperTable) -> list[PaperRow]:
+    lines = [line for line in _read_reference(table.file).splitlines() if line.strip() and not line.startswith("#")]
+    rows: list[PaperRow] = []
+    network = ""
+    for i, raw in enumerate(csv.DictReader(io.StringIO("\n".join(lines)))):
+        where = f"{table.file} row {i + 1}"
+        network = (raw["network"] or "").strip() or network
+        if network not in MODELS or raw["training"] not in DEFENSES:
+            raise BenchError(f"{where}: unknown network {network!r} or training {raw['training']!r}")
+        cells = {ours: _parse_cell(raw[theirs], len(table.eps), where) for theirs, ours in COLUMNS.items()}
+        rows.append(PaperRow(table.label, table.dataset, MODELS[network], DEFENSES[raw["training"]], table.eps, cells))
+    return rows
+
+
+@lru_cache(maxsize=None)
+def paper_rows() -> tuple[PaperRow, ...]:
+    """Every published row of Tables 1 and 2, in file order."""
+    return tuple(row for table in TABLES for row in _parse_table(table))
+
+
+def find(dataset: str, model: str, defense: str) -> PaperRow | None:
+    """The published row for (dataset, classifier model, defense), or None where the paper has none."""
+    for row in paper_rows():
+        if (row.dataset, row.model, row.defense) == (dataset, model, defense):
+            return row
+    return None

@@ -1,0 +1,276 @@
+"""Running a grid of evaluation cells (defense x attack) and writing one record per cell.
+
+A cell whose record exists is skipped, so an interrupted run resumes where it stopped; each record is written
+atomically the moment its cell finishes, so Ctrl-C or a kill never loses a finished cell. Classifiers are built once
+per training configuration and adversarial inputs once per (classifier, attack) (see :mod:`benchmark.adversarial`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import records
+from .adversarial import AdversarialSet, batch_seed, generate, predict
+from .attack import Attack
+from .checks import check_defended
+from .data import Dataset, Split, load_dataset
+from .defense import Defense, DefenseContext, build_defense
+from .device import resolve_device
+from .errors import BenchError, CellFailed
+from .hashing import config_hash
+from .progress import progress
+from .provenance import git_commit, versions
+from .registry import ATTACKS, MODELS
+from .store import ModelStore
+from .vocab import Threat
+from .zoo import classifier_spec, get_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    dataset: str = "mnist5k"
+    model: str = "resnet"
+    defenses: tuple[str, ...] = ("none",)
+    attacks: tuple[str, ...] = ("fgsm",)
+    eps: tuple[float, ...] | None = None  # None: the data set's defaults (the paper's budgets)
+    n: int | None = 100
+    threat: Threat = Threat.OBLIVIOUS
+    seed: int = 0
+    device: str = "auto"
+    results_dir: Path = Path("results")
+    batch_size: int = 250
+    data_root: str | None = None
+    download: bool = False
+
+
+@dataclass
+class CellResult:
+    defense: str
+    attack: str
+    status: str  # "done", "skipped" (record existed) or "failed"
+    record: dict[str, Any] | None = None
+    message: str = ""
+
+
+@dataclass
+class _CleanEval:
+    """The defended pipeline on the clean test points: computed once per defense, shared by its records."""
+
+    correct: torch.Tensor
+    detected: torch.Tensor | None
+    ms_per_image: torch.Tensor
+
+
+def ensure_writable(results_dir: Path) -> None:
+    try:
+        records.records_dir(results_dir).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=records.records_dir(results_dir), prefix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BenchError(f"results directory {results_dir} is not writable ({exc.strerror}); "
+                         "choose another with --results-dir") from None
+
+
+def cell_config(plan: RunPlan, defense: str, attack: str, eps: tuple[float, ...], n: int) -> dict[str, Any]:
+    return records.normalise_config({
+        "dataset": plan.dataset, "model": plan.model, "defense": defense, "attack": attack,
+        "threat": plan.threat.value, "eps": list(eps), "n": n, "seed": plan.seed,
+    })
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def defended_predictions(
+    defense: Defense, classifier: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(predictions, detector flags or None, defense milliseconds per example) of the defended pipeline on ``x``."""
+    preds, flags, ms = [], [], []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device)
+        torch.manual_seed(batch_seed(seed, "defense:" + defense.name, start))
+        _sync(device)
+        t0 = time.perf_counter()
+        purified = defense.purify(xb) if defense.purifies else xb
+        _sync(device)
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        check_defended(xb, purified, defense.name)
+        preds.append(predict(classifier, purified).cpu())
+        detected = defense.detect(xb, classifier) if defense.detects else None
+        if detected is not None:
+            flags.append(detected.cpu())
+        ms.append(torch.full((len(xb),), elapsed_ms / len(xb)))
+    return torch.cat(preds), (torch.cat(flags) if flags else None), torch.cat(ms)
+
+
+def _ints(t: torch.Tensor) -> list[int]:
+    return [int(v) for v in t.tolist()]
+
+
+def _floats(t: torch.Tensor, digits: int = 5) -> list[float]:
+    return [round(float(v), digits) for v in t.tolist()]
+
+
+def build_record(
+    config: dict[str, Any], attack: Attack, defense: Defense, classifier_meta: dict[str, Any], points: Split,
+    test_hash: str, clean: _CleanEval, adv: AdversarialSet, adv_correct: list[torch.Tensor],
+    undefended_correct: list[torch.Tensor], detected: list[torch.Tensor] | None, device: torch.device,
+    started: float, defense_seconds: float,
+) -> dict[str, Any]:
+    n_eps = len(config["eps"])
+    robust = [float(c.float().mean()) for c in adv_correct]
+    outcomes = {
+        "label": _ints(points.y),
+        "clean_correct": _ints(clean.correct),
+        "adv_correct": [_ints(c) for c in adv_correct],
+        "undefended_adv_correct": [_ints(c) for c in undefended_correct],
+        "defense_ms": _floats(clean.ms_per_image, 4),
+        "unbounded": None if adv.unbounded is None else {
+            "found": _ints(adv.unbounded["found"]),
+            **{k: _floats(adv.unbounded[k]) for k in ("l0", "l2", "linf")},
+        },
+        "detected": None if detected is None else [_ints(d) for d in detected],
+        "clean_detected": None if clean.detected is None else _ints(clean.detected),
+    }
+    assert len(adv_correct) == n_eps
+    return {
+        "schema": records.SCHEMA,
+        "id": records.record_id(config),
+        "config": config,
+        "attack": {"norm": attack.norm.value, "kind": attack.kind.value, "implementation": attack.library,
+                   "options": attack.options(), "randomised": attack.randomised},
+        "defense": {"traits": defense.describe()["traits"], "options": defense.options()},
+        "classifier": {"key": classifier_meta["key"], "test_accuracy": classifier_meta["metrics"]["test_accuracy"],
+                       "training_defense": classifier_meta["spec"].get("training_defense")},
+        "test_points_sha256": test_hash,
+        "outcomes": outcomes,
+        "summary": {"clean_accuracy": round(float(clean.correct.float().mean()), 5),
+                    "robust_accuracy": [round(r, 5) for r in robust]},
+        "provenance": {
+            "versions": versions(), "git_commit": git_commit(), "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "attack_seconds": round(adv.seconds, 3), "defense_seconds": round(defense_seconds, 3),
+        },
+    }
+
+
+def _resolve(plan: RunPlan) -> tuple[dict[str, Defense], dict[str, Attack]]:
+    """Check every name before any work starts: a typo must not surface an hour into a run."""
+    if plan.threat != Threat.OBLIVIOUS:
+        raise BenchError(f"threat model {plan.threat.value!r} is not implemented yet; available: oblivious")
+    MODELS.get(plan.model)
+    defenses = {name: build_defense(name) for name in plan.defenses}
+    attacks = {name: ATTACKS.get(name).factory() for name in plan.attacks}
+    if plan.batch_size < 1:
+        raise BenchError(f"--batch-size {plan.batch_size} must be a positive integer")
+    return defenses, attacks
+
+
+def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
+    """Evaluate every (defense, attack) cell of ``plan``; returns one result per cell, in grid order."""
+    defenses, attacks = _resolve(plan)
+    device = resolve_device(plan.device)
+    ensure_writable(plan.results_dir)
+    store = store or ModelStore()
+    dataset = load_dataset(plan.dataset, plan.data_root, plan.download)
+    points = dataset.test_points(plan.n)
+    eps = plan.eps or dataset.default_eps
+    test_hash = points.sha256()
+    n = len(points)
+
+    results: dict[tuple[str, str], CellResult] = {}
+    todo: dict[str, list[str]] = {}
+    for d in defenses:
+        for a in attacks:
+            if records.exists(plan.results_dir, cell_config(plan, d, a, eps, n)):
+                results[(d, a)] = CellResult(d, a, "skipped", message="record exists")
+            else:
+                todo.setdefault(d, []).append(a)
+
+    # defenses that share a training configuration share a classifier and its adversarial inputs
+    groups: dict[str, list[str]] = {}
+    for d in todo:
+        key = config_hash(classifier_spec(dataset, plan.model, defenses[d], plan.seed))
+        groups.setdefault(key, []).append(d)
+
+    cells_bar = progress(total=sum(len(a) for a in todo.values()), desc="cells", unit="cell", position=0, leave=True)
+    for members in groups.values():
+        _run_group(plan, dataset, points, test_hash, eps, {d: defenses[d] for d in members}, attacks, todo, device,
+                   store, results, cells_bar)
+    cells_bar.close()
+    return [results[(d, a)] for d in defenses for a in attacks]
+
+
+def _run_group(plan, dataset: Dataset, points: Split, test_hash: str, eps, defenses: dict[str, Defense],
+               attacks: dict[str, Attack], todo: dict[str, list[str]], device, store, results, cells_bar) -> None:
+    first = next(iter(defenses.values()))
+    classifier, meta = get_classifier(dataset, plan.model, first, plan.seed, device, store)
+    clean: dict[str, _CleanEval] = {}
+    for name, defense in defenses.items():
+        try:
+            defense.prepare(DefenseContext(dataset, classifier, device, store, plan.seed))
+            preds, flags, ms = defended_predictions(defense, classifier, points.x, plan.batch_size, device, plan.seed)
+            clean[name] = _CleanEval(preds == points.y, flags, ms)
+        except CellFailed as exc:
+            for a in todo[name]:
+                results[(name, a)] = CellResult(name, a, "failed", message=str(exc))
+                cells_bar.update(1)
+    needed = [a for a in attacks if any(a in todo[d] for d in clean)]
+    for a in needed:
+        attack = attacks[a]
+        started = time.time()
+        cache_key = {"classifier": meta["key"], "attack": a, "options": attack.options(), "eps": list(eps),
+                     "test": test_hash, "seed": plan.seed, "batch_size": plan.batch_size, "threat": plan.threat.value}
+        try:
+            adv = generate(attack, classifier, points.x, points.y, eps, plan.seed, plan.batch_size, device, cache_key)
+        except CellFailed as exc:
+            for d in clean:
+                if a in todo[d]:
+                    results[(d, a)] = CellResult(d, a, "failed", message=str(exc))
+                    cells_bar.update(1)
+            continue
+        undefended = [predict_all(classifier, x_adv, plan.batch_size, device) == points.y for x_adv in adv.per_eps]
+        for d, defense in defenses.items():
+            if d not in clean or a not in todo[d]:
+                continue
+            results[(d, a)] = _evaluate_cell(plan, d, a, attack, defense, classifier, meta, points, test_hash, eps,
+                                             clean[d], adv, undefended, device, started)
+            cells_bar.update(1)
+
+
+@torch.no_grad()
+def predict_all(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    return torch.cat([predict(model, x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def _evaluate_cell(plan, d, a, attack, defense, classifier, meta, points, test_hash, eps, clean, adv, undefended,
+                   device, started) -> CellResult:
+    config = cell_config(plan, d, a, eps, len(points))
+    t0 = time.perf_counter()
+    try:
+        adv_correct, detected = [], []
+        for x_adv in adv.per_eps:
+            preds, flags, _ = defended_predictions(defense, classifier, x_adv, plan.batch_size, device, plan.seed)
+            adv_correct.append(preds == points.y)
+            if flags is not None:
+                detected.append(flags)
+    except CellFailed as exc:
+        return CellResult(d, a, "failed", message=str(exc))
+    record = build_record(config, attack, defense, meta, points, test_hash, clean, adv, adv_correct, undefended,
+                          detected or None, device, started, time.perf_counter() - t0)
+    records.save(plan.results_dir, record)
+    return CellResult(d, a, "done", record=record)

@@ -1,0 +1,101 @@
+"""The model store: trained networks keyed by (data set, architecture, training config, seed).
+
+A checkpoint is a folder ``<cache>/models/<kind>/<key>/`` with ``weights.safetensors`` (tensors only: loading runs no
+code from the file) and ``meta.json`` (the spec it was built from, its measured metrics, the weights' SHA-256).
+A checkpoint whose hash or format does not check out is reported and rebuilt, never used.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from .fileio import atomic_write_text
+from .hashing import canonical_json, config_hash, file_sha256
+from .paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "weights.safetensors"
+META = "meta.json"
+
+
+class ModelStore:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_dir() / "models"
+
+    def folder(self, kind: str, spec: dict[str, Any]) -> Path:
+        return self.root / kind / config_hash(spec)
+
+    def load(self, kind: str, spec: dict[str, Any], module: nn.Module) -> dict[str, Any] | None:
+        """Fill ``module`` from the checkpoint of ``spec``; its metadata, or None when absent or corrupted."""
+        from safetensors.torch import load_file
+
+        folder = self.folder(kind, spec)
+        weights, meta_path = folder / WEIGHTS, folder / META
+        if not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if canonical_json(meta["spec"]) != canonical_json(spec):
+                raise ValueError("its spec does not match its key")
+            if file_sha256(weights) != meta["weights_sha256"]:
+                raise ValueError("its weights do not match their recorded SHA-256")
+            module.load_state_dict(load_file(str(weights)))
+        except Exception as exc:  # corrupted: say so, then let the caller rebuild
+            log.warning("checkpoint %s is corrupted (%s); rebuilding it", folder, exc)
+            return None
+        return meta
+
+    def save(self, kind: str, spec: dict[str, Any], module: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        folder = self.folder(kind, spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".weights.", suffix=".tmp")
+        os.close(fd)
+        save_file(state, tmp)
+        os.replace(tmp, folder / WEIGHTS)
+        meta = {
+            "kind": kind,
+            "key": config_hash(spec),
+            "spec": spec,
+            "metrics": metrics,
+            "weights_sha256": file_sha256(folder / WEIGHTS),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch": torch.__version__,
+        }
+        atomic_write_text(folder / META, json.dumps(meta, indent=2, sort_keys=True))
+        return meta
+
+    def get_or_build(
+        self,
+        kind: str,
+        spec: dict[str, Any],
+        module: nn.Module,
+        build: Callable[[nn.Module], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Load ``spec`` into ``module``, or train it with ``build(module) -> metrics`` and save it.
+
+        A file lock makes concurrent processes wait for one builder instead of training the same model twice.
+        """
+        meta = self.load(kind, spec, module)
+        if meta is not None:
+            return meta
+        folder = self.folder(kind, spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / ".lock")):
+            meta = self.load(kind, spec, module)  # another process may have finished it meanwhile
+            if meta is not None:
+                return meta
+            metrics = build(module)
+            return self.save(kind, spec, module, metrics)

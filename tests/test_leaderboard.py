@@ -1,0 +1,300 @@
+"""The leaderboard generator, the paper's tables and the Wilson interval, on small synthetic records."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+
+from benchmark import leaderboard, paper, records
+from benchmark.errors import BenchError
+from benchmark.stats import wilson_interval
+
+FASHION_EPS = (8 / 255, 25 / 255)
+
+
+def make_record(attack: str, adv_correct: Sequence[Sequence[int]], *, clean_correct: Sequence[int] | None = None,
+                dataset: str = "fashion-mnist", model: str = "resnet", defense: str = "none",
+                threat: str = "oblivious", eps: Sequence[float] = FASHION_EPS, seed: int = 0,
+                defense_ms: float = 0.5, detected: Sequence[Sequence[int]] | None = None,
+                clean_detected: Sequence[int] | None = None) -> dict[str, Any]:
+    """A record that passes ``records.validate``: n is the length of each per-budget list of ``adv_correct``."""
+    n = len(adv_correct[0])
+    assert len(adv_correct) == len(eps)
+    config = records.normalise_config(dict(dataset=dataset, model=model, defense=defense, attack=attack,
+                                           threat=threat, eps=list(eps), n=n, seed=seed))
+    clean = list(clean_correct) if clean_correct is not None else [1] * n
+    return {
+        "schema": records.SCHEMA,
+        "id": records.record_id(config),
+        "config": config,
+        "attack": {"norm": "linf", "kind": "fixed-eps", "implementation": "test", "options": {}},
+        "defense": {"traits": "-", "options": {}},
+        "classifier": {"key": "k", "clean_accuracy": 1.0, "training_defense": "none"},
+        "test_points_sha256": f"points-{dataset}-{n}-{seed}",
+        "outcomes": {
+            "label": [i % 10 for i in range(n)],
+            "clean_correct": clean,
+            "adv_correct": [list(row) for row in adv_correct],
+            "undefended_adv_correct": [list(row) for row in adv_correct],
+            "defense_ms": [defense_ms] * n,
+            "unbounded": None,
+            "detected": [list(row) for row in detected] if detected is not None else None,
+            "clean_detected": list(clean_detected) if clean_detected is not None else None,
+        },
+        "summary": {},
+        "provenance": {},
+    }
+
+
+def fooled(n: int, indices: Sequence[int]) -> list[int]:
+    """Per-example correctness with the examples at ``indices`` fooled."""
+    return [0 if i in indices else 1 for i in range(n)]
+
+
+def save_all(results: Path, recs: Sequence[dict[str, Any]]) -> None:
+    for rec in recs:
+        records.save(results, rec)
+
+
+def render_dir(results: Path) -> str:
+    return leaderboard.render(records.load_all(results))
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """Every data row of every markdown table in ``text``, as {header: cell}."""
+    rows: list[dict[str, str]] = []
+    headers: list[str] | None = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            headers = None
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if headers is None:
+            headers = cells
+        elif not set("".join(cells)) <= set("-:"):
+            rows.append(dict(zip(headers, cells)))
+    return rows
+
+
+def section_of(text: str, heading: str = "fashion-mnist / resnet") -> str:
+    """The text of one section (from its heading to the next section's)."""
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def row_for(text: str, defense: str, threat: str = "oblivious") -> dict[str, str]:
+    """The fashion-mnist / resnet row of ``defense`` under ``threat``."""
+    found = [r for r in table_rows(section_of(text)) if r["defense"].split(" ")[0] == defense and r.get("threat") == threat
+             and "clean" in r]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture
+def grid() -> list[dict[str, Any]]:
+    n = 10
+    return [
+        make_record("fgsm", [fooled(n, [0, 1]), fooled(n, [0, 1, 2])]),
+        make_record("bim", [fooled(n, [3]), fooled(n, [3, 4, 5])]),
+        make_record("fgsm", [fooled(n, []), fooled(n, [9])], defense="adv-fgsm"),
+        make_record("fgsm", [fooled(n, [0]), fooled(n, [1])], defense="adv-fgsm", threat="adaptive"),
+        make_record("fgsm", [fooled(n, [5])], dataset="cifar10", eps=(8 / 255,)),
+    ]
+
+
+# -- determinism --------------------------------------------------------------------------------------------------
+def test_render_is_deterministic_and_independent_of_order(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path / "a", grid)
+    save_all(tmp_path / "b", list(reversed(grid)))
+    loaded = records.load_all(tmp_path / "a")
+    text = leaderboard.render(loaded)
+    assert text == leaderboard.render(loaded)
+    assert text == leaderboard.render(list(reversed(loaded)))
+    assert text == render_dir(tmp_path / "b")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    assert not re.search(r"\d{4}-\d{2}-\d{2}", text)  # no dates
+
+
+def test_sections_sorted_and_header_explains(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path, grid)
+    text = render_dir(tmp_path)
+    assert "`bench leaderboard`" in text and "by hand" in text and "Worst case" in text
+    assert text.index("## cifar10 / resnet") < text.index("## fashion-mnist / resnet")
+    assert "Budgets ε: 8/255, 25/255." in text
+
+
+def test_empty_results(tmp_path: Path) -> None:
+    text = render_dir(tmp_path)
+    assert "No records yet" in text and text == render_dir(tmp_path)
+
+
+# -- the numbers --------------------------------------------------------------------------------------------------
+def test_worst_case_is_per_example_not_min_of_columns(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path, grid)
+    row = row_for(render_dir(tmp_path), "none")
+    assert row["fgsm"] == "80/70" and row["bim"] == "90/70"
+    assert row["worst case"] == "70/40"  # disjoint examples fooled: lower than either column
+    assert row["clean"] == "100" and row["n"] == "10" and row["seed"] == "0"
+
+
+def test_clean_misclassification_is_not_robust(tmp_path: Path) -> None:
+    n = 4
+    rec = make_record("fgsm", [[1] * n, [1] * n], clean_correct=[0, 1, 1, 1])
+    save_all(tmp_path, [rec])
+    row = row_for(render_dir(tmp_path), "none")
+    assert row["clean"] == "75" and row["fgsm"] == "100/100"
+    assert row["worst case"] == "75/75"
+
+
+def test_ci_contains_point_estimate(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path, grid)
+    for row in table_rows(render_dir(tmp_path)):
+        if row.get("95% CI", "–") == "–":
+            continue
+        points = [int(v) for v in row["worst case"].split("/")]
+        bounds = re.findall(r"\[(\d+)–(\d+)\]", row["95% CI"])
+        assert len(bounds) == len(points)
+        for p, (lo, hi) in zip(points, bounds):
+            assert int(lo) <= p <= int(hi)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 50, 333])
+def test_wilson_interval_contains_estimate(n: int) -> None:
+    for k in range(n + 1):
+        lo, hi = wilson_interval(k, n)
+        assert 0.0 <= lo <= k / n <= hi <= 1.0
+    lo, hi = wilson_interval(80, 100)
+    assert lo == pytest.approx(0.7112, abs=1e-4) and hi == pytest.approx(0.8666, abs=1e-4)
+
+
+def test_mean_defense_time(tmp_path: Path) -> None:
+    save_all(tmp_path, [make_record("fgsm", [[1, 1], [1, 1]], defense_ms=0.1),
+                        make_record("bim", [[1, 1], [1, 1]], defense_ms=0.2)])
+    assert row_for(render_dir(tmp_path), "none")["ms/img"] == "0.15"
+
+
+def test_rows_sorted_by_worst_case(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path, grid)
+    text = render_dir(tmp_path)
+    defenses = [r["defense"] for r in table_rows(section_of(text)) if not r["defense"].startswith("↳")]
+    assert defenses[0].startswith("adv-fgsm") and defenses[-1].startswith("none")
+
+
+# -- rows never merged across n or seed ------------------------------------------------------------------------
+def test_different_n_or_seed_are_separate_rows(tmp_path: Path) -> None:
+    save_all(tmp_path, [
+        make_record("fgsm", [fooled(10, [0]), fooled(10, [0])]),
+        make_record("bim", [fooled(10, [1]), fooled(10, [1])], seed=1),
+        make_record("cw-linf", [fooled(20, [2]), fooled(20, [2])]),
+    ])
+    rows = [r for r in table_rows(render_dir(tmp_path)) if r["defense"].split(" ")[0] == "none"]
+    assert len(rows) == 3
+    by_attack = {(r["n"], r["seed"]): r for r in rows}
+    assert by_attack[("10", "0")]["fgsm"] == "90/90" and by_attack[("10", "0")]["bim"] == "–"
+    assert by_attack[("10", "1")]["bim"] == "90/90" and by_attack[("10", "1")]["fgsm"] == "–"
+    assert by_attack[("20", "0")]["cw-linf"] == "95/95"
+
+
+def test_different_budgets_are_shown_per_row(tmp_path: Path) -> None:
+    save_all(tmp_path, [make_record("fgsm", [fooled(4, [0]), fooled(4, [0])]),
+                        make_record("fgsm", [fooled(4, [1])], eps=(8 / 255,), defense="adv-fgsm")])
+    rows = [r for r in table_rows(render_dir(tmp_path)) if not r["defense"].startswith("↳")]
+    assert {r["budgets"] for r in rows} == {"8/255", "8/255, 25/255"}
+
+
+# -- threat models and the paper --------------------------------------------------------------------------------
+def test_oblivious_only_marker(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path, grid)
+    text = render_dir(tmp_path)
+    assert row_for(text, "none")["defense"] == "none †"
+    assert row_for(text, "adv-fgsm")["defense"] == "adv-fgsm"  # an adaptive record exists
+    assert "† oblivious only" in text
+
+
+def test_paper_row_beside_matching_oblivious_row(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path, grid)
+    rows = table_rows(section_of(render_dir(tmp_path)))
+    i = next(i for i, r in enumerate(rows) if r["defense"] == "none †")
+    published = rows[i + 1]
+    assert published["defense"] == "↳ Song et al. 2018 (Table 1)" and published["threat"] == "oblivious"
+    assert published["clean"] == "93" and published["fgsm"] == "38/24" and published["bim"] == "0/0"
+    assert published["worst case"] == "0/0" and published["95% CI"] == "–" and published["n"] == "–"
+    # beside the oblivious adv-fgsm row, not the adaptive one
+    above = {(rows[j - 1]["defense"], rows[j - 1]["threat"]) for j, r in enumerate(rows) if r["defense"][0] == "↳"}
+    assert above == {("none †", "oblivious"), ("adv-fgsm", "oblivious")}
+
+
+def test_no_paper_row_when_budgets_differ(tmp_path: Path) -> None:
+    save_all(tmp_path, [make_record("fgsm", [fooled(4, [0])], eps=(8 / 255,))])
+    assert "↳" not in section_of(render_dir(tmp_path))
+
+
+def test_paper_tables_map_to_our_names() -> None:
+    rows = paper.paper_rows()
+    assert len(rows) == 22
+    row = paper.find("cifar10", "vgg", "pixeldefend")
+    assert row is not None and row.source.endswith("(Table 2)") and len(row.eps) == 3
+    assert row.cells["cw-linf"] == (81, 79, 79) and row.cells[paper.WORST_CASE] == (80, 61, 48)
+    blank_network = paper.find("fashion-mnist", "resnet", "adv-fgsm+adaptive-pixeldefend")
+    assert blank_network is not None and blank_network.cells["uniform-noise"] == (91, 91)
+    assert paper.find("fashion-mnist", "vgg", "adv-bim") is None
+
+
+# -- detection and figures ----------------------------------------------------------------------------------------
+def test_detection_table(tmp_path: Path) -> None:
+    rec = make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="pixeldefend",
+                      detected=[[1, 0, 0, 0], [1, 1, 1, 0]], clean_detected=[0, 0, 0, 1])
+    save_all(tmp_path, [rec])
+    text = render_dir(tmp_path)
+    assert "### Detection (fashion-mnist / resnet)" in text
+    row = [r for r in table_rows(text) if "detected (%)" in r][0]
+    assert row["detected (%)"] == "25/75" and row["false positives on clean (%)"] == "25"
+
+
+def test_figures_linked_relative_to_output(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    save_all(results, [make_record("fgsm", [fooled(4, []), fooled(4, [])])])
+    figures = results / "figures"
+    figures.mkdir()
+    for name in ("fashion-mnist_roc.png", "fashion-mnist_bpd.png", "mnist_roc.png"):
+        (figures / name).write_bytes(b"png")
+    output = tmp_path / "leaderboard.md"
+    leaderboard.write(results, output)
+    text = output.read_text(encoding="utf-8")
+    assert "- [fashion-mnist_bpd.png](results/figures/fashion-mnist_bpd.png)" in text
+    assert text.index("fashion-mnist_bpd.png") < text.index("fashion-mnist_roc.png")
+    assert "mnist_roc.png" not in text.replace("fashion-mnist_roc.png", "")
+
+
+# -- write and check ----------------------------------------------------------------------------------------------
+def test_check_after_write_edit_and_new_record(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    results, output = tmp_path / "results", tmp_path / "leaderboard.md"
+    save_all(results, grid[:3])
+    assert leaderboard.check(results, output) == [f"{output.name} is missing: run `bench leaderboard`"]
+    assert leaderboard.write(results, output) is True
+    assert leaderboard.check(results, output) == []
+    assert leaderboard.write(results, output) is False
+
+    output.write_text(output.read_text(encoding="utf-8") + "hand edit\n", encoding="utf-8")
+    problems = leaderboard.check(results, output)
+    assert len(problems) == 1 and "stale" in problems[0]
+    leaderboard.write(results, output)
+    assert leaderboard.check(results, output) == []
+
+    records.save(results, grid[3])
+    assert "stale" in leaderboard.check(results, output)[0]
+    assert leaderboard.write(results, output) is True
+    assert leaderboard.check(results, output) == []
+
+
+def test_invalid_record_raises_naming_file(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    path = records.save(tmp_path, grid[0])
+    data = json.loads(path.read_text())
+    data["outcomes"]["clean_correct"] = data["outcomes"]["clean_correct"][:-1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(BenchError, match=re.escape(path.name)):
+        records.load_all(tmp_path)
+    problems = leaderboard.check(tmp_path, tmp_path / "leaderboard.md")
+    assert len(problems) == 1 and path.name in problems[0]
