@@ -33,7 +33,8 @@ class SaltAndPepper(Attack):
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
     needs_gradients, randomised = False, True
 
-    def __init__(self, steps: int = 1000) -> None:
+    # foolbox refines the noise density adaptively; 300 steps of its search instead of 1,000 cost a third
+    def __init__(self, steps: int = 300) -> None:
         super().__init__(steps=steps)
 
     def run(self, model, x, y, eps):

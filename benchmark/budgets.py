@@ -12,7 +12,7 @@ def parse_eps(text: str) -> float:
     raw = text.strip()
     try:
         if "/" in raw:
-            num, den = raw.split("/", 1)
+            num, den = raw.split("/")  # exactly one '/': "8/255/2" is malformed, not 16/255
             value = Fraction(num.strip()) / Fraction(den.strip())
         else:
             value = Fraction(raw)
@@ -21,7 +21,8 @@ def parse_eps(text: str) -> float:
     if value < 0:
         raise BenchError(f"budget {text!r} is negative; budgets lie in [0, 1], e.g. 8/255")
     if value > 1:
-        hint = f"; did you mean {raw}/255?" if "/" not in raw and value <= 255 else ""
+        hint = (f"; did you mean {raw}/255?" if "/" not in raw and value <= 255
+                else "; in 255ths write k/255 with k from 0 to 255")
         raise BenchError(f"budget {text!r} is above 1: budgets are in [0, 1] pixel space{hint}")
     return float(value)
 

@@ -72,7 +72,8 @@ def _common_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--download", is_flag=True, help="Let torchvision download a missing data set (needs internet).")(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (auto takes CUDA when present).")(f)
     f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and attacks.")(f)
-    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or info messages.")(f)
+    f = click.option("--quiet", "-q", is_flag=True, envvar="BENCH_QUIET", show_envvar=True,
+                     help="No progress bars or info messages.")(f)
     return f
 
 
@@ -175,8 +176,14 @@ def train(what, dataset, model, defense_name, data_root, download, device, seed,
 
     if what != "classifier":
         raise BenchError(f"cannot train {what!r}: trainable here: classifier")
-    data = load_dataset(dataset, data_root, download)
     defense = build_defense(defense_name)
+    if defense_name != "none" and not defense.trains_classifier:
+        from .registry import DEFENSES
+
+        trainable = [e.name for e in DEFENSES.entries() if getattr(e.factory, "trains_classifier", False)]
+        raise BenchError(f"defense {defense_name!r} has no training-time part (it acts at inference, in `bench run`); "
+                         f"training-time defenses: {', '.join(trainable)}, or none")
+    data = load_dataset(dataset, data_root, download)
     _, meta = get_classifier(data, model, defense, seed, resolve_device(device), ModelStore())
     m = meta["metrics"]
     click.echo(f"{model} on {dataset} ({defense_name}, seed {seed}): test accuracy {100 * m['test_accuracy']:.2f}%, "
@@ -201,8 +208,58 @@ def leaderboard(check: bool, results_dir: Path, output: Path) -> None:
             raise SystemExit(1)
         click.echo(f"{output} is up to date with {results_dir}")
         return
-    changed = lb.write(results_dir, output)
+    try:
+        changed = lb.write(results_dir, output)
+    except OSError as exc:
+        why = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else (exc.strerror or str(exc))
+        raise UserError(f"cannot write {output} ({why}); choose another with --output") from None
     click.echo(f"{'wrote' if changed else 'unchanged:'} {output}")
+
+
+@main.group()
+def perf() -> None:
+    """Speed benchmarks: ratios measured in one run on this machine (see the README's Benchmarks section)."""
+
+
+def _emit_perf(name: str, rows: list[dict], save: Path | None) -> None:
+    import json
+
+    from tabulate import tabulate
+
+    from .fileio import atomic_write_text
+
+    click.echo(tabulate(rows, headers="keys", tablefmt="github"))
+    if save is not None:
+        atomic_write_text(save / f"{name}.json", json.dumps(rows, indent=1) + "\n")
+        click.echo(f"saved {save / f'{name}.json'}")
+
+
+_save_option = click.option("--save", type=click.Path(file_okay=False, path_type=Path), default=None,
+                            help="Also write the measurements as JSON into this folder (e.g. results/perf).")
+
+
+@perf.command()
+@click.option("--n", type=int, default=200, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def overhead(n: int, repeats: int, device: str, save: Path | None) -> None:
+    """Harness overhead over calling foolbox / torchattacks directly (FGSM, BIM, CW), mnist5k ResNet."""
+    _setup(True)
+    from .perf import harness_overhead
+
+    _emit_perf("overhead", harness_overhead(n=n, repeats=repeats, device=device), save)
+
+
+@perf.command()
+@click.option("--n", type=int, default=100, show_default=True)
+@_save_option
+def grid(n: int, save: Path | None) -> None:
+    """Wall time of `bench run --defense feature-squeezing --attack all` on mnist5k, cold and cached."""
+    _setup(True)
+    from .perf import grid_time
+
+    _emit_perf("grid", [grid_time(n=n)], save)
 
 
 if __name__ == "__main__":  # pragma: no cover

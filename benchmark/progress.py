@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-_quiet = bool(os.environ.get("BENCH_QUIET"))
+_quiet = os.environ.get("BENCH_QUIET", "").strip().lower() in ("1", "true", "yes")
 
 
 def set_quiet(quiet: bool) -> None:

@@ -28,7 +28,7 @@ from .errors import BenchError, CellFailed
 from .hashing import config_hash
 from .progress import progress
 from .provenance import git_commit, versions
-from .registry import ATTACKS, MODELS
+from .registry import ATTACKS, DATASETS, MODELS
 from .store import ModelStore
 from .vocab import Threat
 from .zoo import classifier_spec, get_classifier
@@ -172,6 +172,7 @@ def _resolve(plan: RunPlan) -> tuple[dict[str, Defense], dict[str, Attack]]:
     """Check every name before any work starts: a typo must not surface an hour into a run."""
     if plan.threat != Threat.OBLIVIOUS:
         raise BenchError(f"threat model {plan.threat.value!r} is not implemented yet; available: oblivious")
+    DATASETS.get(plan.dataset)
     MODELS.get(plan.model)
     defenses = {name: build_defense(name) for name in plan.defenses}
     attacks = {name: ATTACKS.get(name).factory() for name in plan.attacks}

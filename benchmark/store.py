@@ -49,7 +49,11 @@ class ModelStore:
                 raise ValueError("its spec does not match its key")
             if file_sha256(weights) != meta["weights_sha256"]:
                 raise ValueError("its weights do not match their recorded SHA-256")
-            module.load_state_dict(load_file(str(weights)))
+            state = load_file(str(weights))
+            expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+            if {k: tuple(v.shape) for k, v in state.items()} != expected:  # check before touching the module
+                raise ValueError("its tensors do not fit the model (names or shapes differ)")
+            module.load_state_dict(state)
         except Exception as exc:  # corrupted: say so, then let the caller rebuild
             log.warning("checkpoint %s is corrupted (%s); rebuilding it", folder, exc)
             return None
@@ -88,13 +92,10 @@ class ModelStore:
 
         A file lock makes concurrent processes wait for one builder instead of training the same model twice.
         """
-        meta = self.load(kind, spec, module)
-        if meta is not None:
-            return meta
         folder = self.folder(kind, spec)
         folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / ".lock")):
-            meta = self.load(kind, spec, module)  # another process may have finished it meanwhile
+        with FileLock(str(folder / ".lock")):  # loaded under the lock: another process may be writing it
+            meta = self.load(kind, spec, module)
             if meta is not None:
                 return meta
             metrics = build(module)

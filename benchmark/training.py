@@ -29,7 +29,7 @@ class TrainConfig:
 
 # Per data set: enough epochs to reach the paper's clean accuracy on two CPU cores in minutes.
 DEFAULT_TRAIN = {
-    "digits": TrainConfig(epochs=30, batch_size=64, shift=1),
+    "digits": TrainConfig(epochs=15, batch_size=64, shift=1),
     "mnist5k": TrainConfig(epochs=15),
     "mnist": TrainConfig(epochs=3),
     "fashion-mnist": TrainConfig(epochs=3),

@@ -46,7 +46,9 @@ def get_classifier(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained classifier for this data set, architecture and training-time defense, in eval mode on ``device``."""
     spec = classifier_spec(dataset, arch, defense, seed)
-    model = build_classifier(dataset, arch)
+    with torch.random.fork_rng(devices=[]):  # initial weights depend on --seed only, not on the process's history
+        torch.manual_seed(seed)
+        model = build_classifier(dataset, arch)
     training = defense.training_config(dataset)
     label = f"train {arch} on {dataset.name}" + (f" ({defense.name})" if training else "")
 

@@ -1,0 +1,92 @@
+"""Speed benchmarks (``bench perf ...``): ratios measured in one run, on this machine, never in unit tests.
+
+* ``overhead``: the harness's attack path (:func:`benchmark.adversarial.generate`, with its checks) against calling
+  foolbox or torchattacks directly on the same model and inputs (FGSM, BIM, CW). Calls are interleaved and the best of
+  ``repeats`` is kept for each, so that noise from other processes hurts both sides alike.
+* ``grid``: ``bench run --defense feature-squeezing --attack all`` on mnist5k with n=100, first with an empty cache
+  (training the classifier included), then with the classifier cached (adversarial inputs regenerated).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+def _best_of(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def harness_overhead(n: int = 200, batch_size: int = 100, repeats: int = 3, device: str = "auto") -> list[dict[str, Any]]:
+    import foolbox as fb
+    import torchattacks
+
+    from .adversarial import generate
+    from .data import load_dataset
+    from .defense import build_defense
+    from .device import resolve_device
+    from .registry import ATTACKS
+    from .store import ModelStore
+    from .zoo import get_classifier
+    from attacks.gradient import paper_bim_steps
+
+    dev = resolve_device(device)
+    data = load_dataset("mnist5k")
+    model, _ = get_classifier(data, "resnet", build_defense("none"), 0, dev, ModelStore())
+    eps = 25 / 255
+    cw_options = ATTACKS.get("cw").factory().options()
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=dev)
+
+    def direct(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+            if name == "fgsm":
+                fb.attacks.LinfFastGradientAttack()(fmodel, xb, yb, epsilons=eps)
+            elif name == "bim":
+                torchattacks.BIM(model, eps=eps, alpha=1 / 255, steps=paper_bim_steps(eps))(xb, yb)
+            else:
+                fb.attacks.L2CarliniWagnerAttack(**cw_options)(fmodel, xb, yb, epsilons=None)
+
+    rows = []
+    for name, count in (("fgsm", n), ("bim", n), ("cw", max(batch_size, n // 4))):
+        x, y = data.test.x[:count], data.test.y[:count]
+        attack = ATTACKS.get(name).factory()
+        direct_s, harness_s = [], []
+        for _ in range(repeats):  # interleaved
+            direct_s.append(_best_of(lambda: direct(name, x, y), 1))
+            harness_s.append(_best_of(lambda: generate(attack, model, x, y, (eps,), 0, batch_size, dev), 1))
+        d, h = min(direct_s), min(harness_s)
+        rows.append({"attack": name, "n": count, "direct_s": round(d, 3), "harness_s": round(h, 3),
+                     "overhead_pct": round(100 * (h / d - 1), 1)})
+    return rows
+
+
+def grid_time(n: int = 100) -> dict[str, Any]:
+    """Wall time of the README's main job, cold (empty cache: trains the classifier) and with the classifier cached."""
+    root = Path(tempfile.mkdtemp(prefix="bench-perf-"))
+    env = {**os.environ, "BENCH_CACHE": str(root / "cache"), "BENCH_QUIET": "1"}
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", "--dataset", "mnist5k", "--defense", "feature-squeezing",
+           "--attack", "all", "--n", str(n), "--quiet"]
+    try:
+        timings = {}
+        for label in ("cold", "cached"):
+            results = root / f"results-{label}"
+            shutil.rmtree(root / "cache" / "adversarial", ignore_errors=True)  # regenerate attacks, keep models
+            t0 = time.perf_counter()
+            subprocess.run([*cmd, "--results-dir", str(results)], env=env, check=True, capture_output=True)
+            timings[f"{label}_s"] = round(time.perf_counter() - t0, 1)
+        return {"command": " ".join(cmd[3:]), **timings}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

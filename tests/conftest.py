@@ -1,0 +1,39 @@
+"""Shared fixtures. Every test session gets its own model/artifact cache (``BENCH_CACHE``) unless
+``BENCH_TEST_CACHE`` names one to reuse between sessions (handy locally: trained models are then kept)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = Path(os.environ.get("BENCH_TEST_CACHE") or tmp_path_factory.mktemp("bench-cache"))
+    os.environ["BENCH_CACHE"] = str(cache)
+    os.environ["BENCH_QUIET"] = "1"
+    from benchmark.progress import set_quiet
+
+    set_quiet(True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from benchmark.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_classifier(digits):
+    """The undefended ResNet-style classifier on scikit-learn's digits (trains in seconds; cached per session)."""
+    import torch
+
+    from benchmark.defense import build_defense
+    from benchmark.store import ModelStore
+    from benchmark.zoo import get_classifier
+
+    model, meta = get_classifier(digits, "resnet", build_defense("none"), 0, torch.device("cpu"), ModelStore())
+    return model, meta

@@ -1,0 +1,1 @@
+"""DefenseBench plugins that fail to load (see pyproject.toml)."""

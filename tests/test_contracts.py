@@ -1,0 +1,137 @@
+"""Contract tests that follow the registries: every registered attack and defense is checked the moment it registers
+(output shape, range, budget, harness-rechecked success, declared traits honoured)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmark.adversarial import generate, predict
+from benchmark.attack import Attack
+from benchmark.checks import check_adversarial, norms
+from benchmark.defense import DefenseContext, build_defense
+from benchmark.errors import CellFailed
+from benchmark.registry import ATTACKS, DEFENSES
+from benchmark.store import ModelStore
+from benchmark.vocab import AttackKind, Norm
+
+EPS = 25 / 255
+N = 24
+COMPOSITIONS = ["adv-fgsm+feature-squeezing"]
+
+
+@pytest.fixture(scope="module")
+def points(digits):
+    return digits.test.x[:N], digits.test.y[:N]
+
+
+def _run(attack: Attack, model, x, y, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    eps = None if attack.kind == AttackKind.MINIMAL else EPS
+    return attack.run(model, x, y, eps).detach()
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attack_contract(name, digits_classifier, points):
+    model, _ = digits_classifier
+    x, y = points
+    attack = ATTACKS.get(name).factory()
+    assert isinstance(attack.norm, Norm) and isinstance(attack.kind, AttackKind)
+    json.dumps(attack.options())  # options are recorded: they must be JSON
+    adv = _run(attack, model, x, y, seed=1)
+    # shape, finiteness, the box, and (fixed-eps) the budget in the attack's own norm
+    check_adversarial(x, adv, attack.norm, EPS if attack.kind == AttackKind.FIXED else None, name)
+    fooled = predict(model, adv) != y
+    assert fooled.float().mean() >= 0.25, f"{name} fooled only {int(fooled.sum())}/{N} digits"
+    if attack.kind == AttackKind.MINIMAL:
+        # where a minimal attack failed it must hand back the clean input, never garbage
+        assert torch.equal(adv[~fooled], x[~fooled])
+    again = _run(attack, model, x, y, seed=1 if attack.randomised else 2)
+    assert torch.equal(adv, again), f"{name} is not declared randomised but its output changed"
+
+
+@pytest.mark.parametrize("name", DEFENSES.names() + COMPOSITIONS)
+def test_defense_contract(name, digits, digits_classifier):
+    model, _ = digits_classifier
+    defense = build_defense(name)
+    assert defense.name == name
+    assert "kind" in type(defense).describe() if "+" not in name else True
+    config = defense.training_config(digits)
+    json.dumps(config)
+    assert (config is not None) == defense.trains_classifier
+    x, y = digits.test.x[:32], digits.test.y[:32]
+    if defense.trains_classifier:
+        from models.classifiers import ResNet
+
+        student = ResNet(digits.shape, 10)
+        loss = defense.training_loss(student, x, y, config)
+        assert loss.dim() == 0 and torch.isfinite(loss)
+        loss.backward()
+        assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+        assert student.training, "the training loss must leave the model in training mode"
+    defense.prepare(DefenseContext(digits, model, torch.device("cpu"), ModelStore(), 0))
+    json.dumps(defense.options())
+    torch.manual_seed(0)
+    out = defense.purify(x)
+    assert out.shape == x.shape and torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    if not defense.purifies:
+        assert torch.equal(out, x)
+    torch.manual_seed(1)
+    again = defense.purify(x)
+    if not defense.randomised:
+        assert torch.equal(out, again), f"{name} is not declared randomised but its output changed"
+    if defense.purifies and defense.differentiable:
+        probe = x.clone().requires_grad_(True)
+        defense.purify(probe).sum().backward()
+        assert probe.grad is not None and probe.grad.abs().sum() > 0, f"{name} declares itself differentiable"
+    if defense.detects:
+        flags = defense.detect(x, model)
+        assert flags.dtype == torch.bool and flags.shape == (len(x),)
+        # calibrated at 5% false positives on clean validation data: few clean test points are flagged
+        assert flags.float().mean() <= 0.25
+
+
+class _Cheat(Attack):
+    """An attack that breaks the rules in a chosen way."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(how=how)
+
+    def run(self, model, x, y, eps):
+        how = self._options["how"]
+        if how == "budget":
+            return (x + 2 * eps).clamp(0, 1)
+        if how == "box":
+            return x + eps
+        if how == "nan":
+            return torch.full_like(x, float("nan"))
+        return x[:, :, :-1]  # shape
+
+
+@pytest.mark.parametrize("how,message", [("budget", "budget"), ("box", "box"), ("nan", "non-finite"),
+                                         ("shape", "shape")])
+def test_harness_rejects_rule_breaking_attacks(how, message, digits_classifier, points):
+    model, _ = digits_classifier
+    x, y = points
+    x = x.clamp(0.2, 0.8)  # room for the box test to fail only on the box
+    cheat = _Cheat(how)
+    cheat.name = "cheat"
+    with pytest.raises(CellFailed, match=message):
+        generate(cheat, model, x, y, (EPS,), seed=0, batch_size=8, device=torch.device("cpu"))
+
+
+def test_minimal_attacks_are_projected_and_sized(digits_classifier, points):
+    model, _ = digits_classifier
+    x, y = points
+    attack = ATTACKS.get("deepfool").factory()
+    budgets = (8 / 255, 25 / 255)
+    adv = generate(attack, model, x, y, budgets, seed=0, batch_size=8, device=torch.device("cpu"))
+    assert adv.unbounded is not None and set(adv.unbounded) == {"found", "l0", "l2", "linf"}
+    for eps, x_adv in zip(budgets, adv.per_eps):
+        assert float(norms(x_adv - x)["linf"].max()) <= eps + 1e-6
+    found = adv.unbounded["found"].bool()
+    assert found.any()
+    # the unclipped sizes are kept: where the attack went beyond the larger budget, they say so
+    assert (adv.unbounded["linf"][found] > 0).all()
+    assert (adv.unbounded["linf"][~found] == 0).all()
