@@ -19,6 +19,15 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tests use tiny models, where a second intra-op thread buys nothing; on a shared machine two threads per
+    process oversubscribe the cores and slow everything down tenfold. Tests on bigger models raise it locally."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_TEST_THREADS", "1")))
+
+
 @pytest.fixture(scope="session")
 def digits():
     from benchmark.data import load_dataset

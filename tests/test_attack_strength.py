@@ -21,9 +21,12 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def mnist5k_resnet():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(max(saved, 2))  # a real model: use both cores
     data = load_dataset("mnist5k")
     model, meta = get_classifier(data, "resnet", build_defense("none"), 0, CPU, ModelStore())
-    return data, model, meta
+    yield data, model, meta
+    torch.set_num_threads(saved)
 
 
 def test_resnet_reaches_97_percent_on_mnist5k(mnist5k_resnet):
