@@ -67,10 +67,13 @@ class PGD(Attack):
     def __init__(self, steps: int = 50, rel_stepsize: float = 0.05) -> None:
         super().__init__(steps=steps, rel_stepsize=rel_stepsize)
 
-    def run(self, model, x, y, eps):
+    def _foolbox_class(self):
         import foolbox as fb
 
-        attack = fb.attacks.LinfPGD(steps=self._options["steps"], rel_stepsize=self._options["rel_stepsize"])
+        return fb.attacks.LinfPGD
+
+    def run(self, model, x, y, eps):
+        attack = self._foolbox_class()(steps=self._options["steps"], rel_stepsize=self._options["rel_stepsize"])
         _, adv, _ = attack(foolbox_model(model, x.device), x, y, epsilons=eps)
         return adv
 
@@ -94,18 +97,11 @@ def _cw_margin_pgd():
 
 
 @register_attack("cw-linf")
-class CWLinf(Attack):
+class CWLinf(PGD):
     summary = "L-infinity Carlini-Wagner: PGD on the CW margin loss (the CW of the PixelDefend tables)"
-    norm, kind, library = Norm.LINF, AttackKind.FIXED, "foolbox"
-    randomised = True
 
-    def __init__(self, steps: int = 50, rel_stepsize: float = 0.05) -> None:
-        super().__init__(steps=steps, rel_stepsize=rel_stepsize)
-
-    def run(self, model, x, y, eps):
-        attack = _cw_margin_pgd()(steps=self._options["steps"], rel_stepsize=self._options["rel_stepsize"])
-        _, adv, _ = attack(foolbox_model(model, x.device), x, y, epsilons=eps)
-        return adv
+    def _foolbox_class(self):
+        return _cw_margin_pgd()
 
 
 @register_attack("deepfool")

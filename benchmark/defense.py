@@ -41,10 +41,11 @@ class Defense:
 
     @classmethod
     def describe(cls) -> dict[str, str]:
-        traits = [t for t in ("trains_classifier", "purifies", "detects", "randomised") if getattr(cls, t)]
-        if cls.purifies:
-            traits.append("differentiable" if cls.differentiable else "non-differentiable")
-        return {"kind": "defense", "traits": ", ".join(t.replace("_", "-") for t in traits) or "-", "summary": cls.summary}
+        return {"kind": "defense", "traits": _traits(cls), "summary": cls.summary}
+
+    def traits(self) -> str:
+        """The declared traits of this instance (a composition derives its own from its parts)."""
+        return _traits(self)
 
     # -- training-time part ---------------------------------------------------------------------------------------
     def training_config(self, dataset: Any) -> dict[str, Any] | None:
@@ -118,6 +119,13 @@ class ComposedDefense(Defense):
 
     def options(self) -> dict[str, Any]:
         return {p.name: p.options() for p in self.parts}
+
+
+def _traits(obj: Any) -> str:
+    traits = [t for t in ("trains_classifier", "purifies", "detects", "randomised") if getattr(obj, t)]
+    if obj.purifies:
+        traits.append("differentiable" if obj.differentiable else "non-differentiable")
+    return ", ".join(t.replace("_", "-") for t in traits) or "-"
 
 
 def build_defense(name: str) -> Defense:

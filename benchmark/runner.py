@@ -152,7 +152,7 @@ def build_record(
         "config": config,
         "attack": {"norm": attack.norm.value, "kind": attack.kind.value, "implementation": attack.library,
                    "options": attack.options(), "randomised": attack.randomised},
-        "defense": {"traits": defense.describe()["traits"], "options": defense.options()},
+        "defense": {"traits": defense.traits(), "options": defense.options()},
         "classifier": {"key": classifier_meta["key"], "test_accuracy": classifier_meta["metrics"]["test_accuracy"],
                        "training_defense": classifier_meta["spec"].get("training_defense")},
         "test_points_sha256": test_hash,
