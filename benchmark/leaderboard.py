@@ -43,6 +43,7 @@ from .stats import wilson_interval
 FIGURES_SUBDIR = "figures"
 DASH = "–"
 OBLIVIOUS_MARK = "†"
+INCOMPLETE_MARK = "‡"
 COMMAND = "bench leaderboard"
 
 HEADER = f"""# DefenseBench leaderboard
@@ -208,7 +209,7 @@ def _attack_cells(row: Row, attacks: Sequence[str]) -> list[str]:
     return cells
 
 
-def _our_row(row: Row, attacks: Sequence[str], per_row_eps: bool, marked: bool) -> list[str]:
+def _our_row(row: Row, attacks: Sequence[str], per_row_eps: bool, marked: bool, incomplete: bool) -> list[str]:
     k = row.key
     clean = _percent(sum(bool(v) for v in _outcomes(row.records[0])["clean_correct"]), k.n)
     return [
@@ -217,7 +218,7 @@ def _our_row(row: Row, attacks: Sequence[str], per_row_eps: bool, marked: bool) 
         *([_eps_text(k.eps)] if per_row_eps else []),
         str(clean),
         *_attack_cells(row, attacks),
-        _joined(_percent(c, k.n) for c in row.worst),
+        _joined(_percent(c, k.n) for c in row.worst) + (f" {INCOMPLETE_MARK}" if incomplete else ""),
         _ci_cell(row.worst, k.n),
         _ms_cell(row.records),
         str(k.n),
@@ -250,20 +251,22 @@ def _paper_row(published: paper.PaperRow, attacks: Sequence[str], per_row_eps: b
 
 
 def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
-                per_row_eps: bool) -> tuple[str, bool]:
+                per_row_eps: bool) -> tuple[str, bool, bool]:
     attacks = sorted({_attack(r) for row in rows for r in row.records}, key=natural_key)
     headers = ["defense", "threat", *(["budgets"] if per_row_eps else []), "clean", *attacks,
                "worst case", "95% CI", "ms/img", "n", "seed"]
     body: list[list[str]] = []
-    any_marked = False
+    any_marked = any_incomplete = False
     for row in rows:
+        incomplete = len(row.records) < len(attacks)  # its worst case misses attacks that other rows faced
+        any_incomplete |= incomplete
         marked = row.key.threat == "oblivious" and (dataset, model, row.key.defense) not in adaptive
         any_marked |= marked
-        body.append(_our_row(row, attacks, per_row_eps, marked))
+        body.append(_our_row(row, attacks, per_row_eps, marked, incomplete))
         published = _paper_match(dataset, model, row)
         if published is not None:
             body.append(_paper_row(published, attacks, per_row_eps))
-    return _table(headers, body), any_marked
+    return _table(headers, body), any_marked, any_incomplete
 
 
 def _detection_table(rows: list[Row], per_row_eps: bool) -> str | None:
@@ -319,11 +322,14 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     parts = [f"## {dataset} / {model}"]
     if not per_row_eps:
         parts.append(f"Budgets ε: {_eps_text(next(iter(budgets)))}.")
-    table, any_marked = _main_table(dataset, model, rows, adaptive, per_row_eps)
+    table, any_marked, any_incomplete = _main_table(dataset, model, rows, adaptive, per_row_eps)
     parts.append(table)
     if any_marked:
         parts.append(f"{OBLIVIOUS_MARK} oblivious only: no adaptive evaluation of this defense on {dataset} / {model} "
                      "yet: its numbers say nothing about an attacker who knows the defense.")
+    if any_incomplete:
+        parts.append(f"{INCOMPLETE_MARK} worst case over fewer attacks than this section has (see the \"{DASH}\" cells): "
+                     "an upper bound until the missing cells are run.")
     detection = _detection_table(rows, per_row_eps)
     if detection is not None:
         parts.append(f"### Detection ({dataset} / {model})")

@@ -43,7 +43,7 @@ def test_fixed_attacks_fool_99_percent_at_eps_03(name, mnist5k_resnet):
     assert fooled >= 0.99, f"{name} at eps 0.3 fooled only {fooled:.1%}"
 
 
-@pytest.mark.parametrize("name,n", [("deepfool", 200), ("cw", 100), ("lbfgs", 100)])
+@pytest.mark.parametrize("name,n", [("deepfool", 100), ("cw", 100), ("lbfgs", 100)])
 def test_minimal_attacks_find_95_percent(name, n, mnist5k_resnet):
     data, model, _ = mnist5k_resnet
     x, y = data.test.x[:n], data.test.y[:n]

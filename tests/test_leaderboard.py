@@ -153,7 +153,7 @@ def test_ci_contains_point_estimate(tmp_path: Path, grid: list[dict[str, Any]]) 
     for row in table_rows(render_dir(tmp_path)):
         if row.get("95% CI", "–") == "–":
             continue
-        points = [int(v) for v in row["worst case"].split("/")]
+        points = [int(v) for v in row["worst case"].rstrip(" ‡").split("/")]
         bounds = re.findall(r"\[(\d+)–(\d+)\]", row["95% CI"])
         assert len(bounds) == len(points)
         for p, (lo, hi) in zip(points, bounds):
@@ -298,3 +298,17 @@ def test_invalid_record_raises_naming_file(tmp_path: Path, grid: list[dict[str, 
         records.load_all(tmp_path)
     problems = leaderboard.check(tmp_path, tmp_path / "leaderboard.md")
     assert len(problems) == 1 and path.name in problems[0]
+
+
+
+def test_row_missing_attacks_is_marked_as_an_upper_bound(tmp_path: Path) -> None:
+    # "none" faced two attacks, "other" only one: its worst case is flagged as an upper bound, the complete row is not
+    n = 10
+    save_all(tmp_path, [make_record("fgsm", [fooled(n, [0]), fooled(n, [0, 1])]),
+                        make_record("bim", [fooled(n, [2]), fooled(n, [2, 3])]),
+                        make_record("fgsm", [fooled(n, [0]), fooled(n, [0, 1])], defense="other")])
+    text = render_dir(tmp_path)
+    worst = {row["defense"]: row["worst case"] for row in table_rows(text) if row.get("threat") == "oblivious"}
+    assert leaderboard.INCOMPLETE_MARK in worst["other †"]
+    assert leaderboard.INCOMPLETE_MARK not in worst["none †"]
+    assert "upper bound" in text
