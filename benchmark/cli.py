@@ -216,6 +216,17 @@ def leaderboard(check: bool, results_dir: Path, output: Path) -> None:
     click.echo(f"{'wrote' if changed else 'unchanged:'} {output}")
 
 
+@main.command()
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+def plot(results_dir: Path) -> None:
+    """Draw figures from the records into RESULTS_DIR/figures (linked from the leaderboard)."""
+    from .plots import accuracy_heatmaps
+
+    for path in accuracy_heatmaps(results_dir):
+        click.echo(f"wrote {path}")
+
+
 @main.group()
 def perf() -> None:
     """Speed benchmarks: ratios measured in one run on this machine (see the README's Benchmarks section)."""
