@@ -37,7 +37,7 @@ def test_resnet_reaches_97_percent_on_mnist5k(mnist5k_resnet):
 @pytest.mark.parametrize("name", ["bim", "pgd"])
 def test_fixed_attacks_fool_99_percent_at_eps_03(name, mnist5k_resnet):
     data, model, _ = mnist5k_resnet
-    x, y = data.test.x[:200], data.test.y[:200]
+    x, y = data.test.x[:100], data.test.y[:100]  # 99% of 100: at most one point may survive
     adv = generate(ATTACKS.get(name).factory(), model, x, y, (0.3,), seed=0, batch_size=100, device=CPU)
     fooled = (predict(model, adv.per_eps[0]) != y).float().mean().item()
     assert fooled >= 0.99, f"{name} at eps 0.3 fooled only {fooled:.1%}"
