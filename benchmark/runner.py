@@ -184,6 +184,7 @@ def _resolve(plan: RunPlan) -> tuple[dict[str, Defense], dict[str, Attack]]:
 def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
     """Evaluate every (defense, attack) cell of ``plan``; returns one result per cell, in grid order."""
     defenses, attacks = _resolve(plan)
+    git_commit()  # pin the commit of the code this process loaded, before anyone commits during a long run
     device = resolve_device(plan.device)
     ensure_writable(plan.results_dir)
     store = store or ModelStore()
