@@ -1,2 +1,2 @@
-"""Built-in models: classifiers (ResNet-style, VGG-style); generative models arrive with their defenses."""
-from . import classifiers  # noqa: F401  (registers "resnet" and "vgg")
+"""Built-in models: classifiers (ResNet-style, VGG-style) and the PixelCNN density model."""
+from . import classifiers, pixelcnn  # noqa: F401  (registers "resnet", "vgg" and "pixelcnn")

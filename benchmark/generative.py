@@ -1,0 +1,226 @@
+"""PixelCNN density models: training (resumable per epoch), the store, likelihood statistics and samples.
+
+A PixelCNN is keyed in the store by data set, shape, architecture, training config and seed, like a classifier. Its
+metadata holds its test bits per dimension and the bits per dimension of a fixed sample of training images, the
+reference distribution of the paper's p-value (so that detection needs no pass over the training set).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Dataset, Split
+from .errors import BenchError
+from .fileio import atomic_write_text
+from .progress import progress
+from .store import ModelStore
+
+log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 2000  # training images whose likelihoods make the p-value's reference distribution
+
+
+@dataclass(frozen=True)
+class PixelCNNConfig:
+    filters: int = 32
+    blocks: int = 5
+    mixtures: int = 5
+    dropout: float = 0.0
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def architecture(self) -> dict[str, Any]:
+        return {"filters": self.filters, "blocks": self.blocks, "mixtures": self.mixtures, "dropout": self.dropout}
+
+
+# "small" trains on mnist5k in about ten minutes on two CPU cores; "large" is the one-option-away bigger model;
+# "tiny" trains in seconds, for tests.
+PRESETS = {
+    "tiny": PixelCNNConfig(filters=8, blocks=2, mixtures=3, epochs=2, batch_size=64, lr=5e-3),
+    "small": PixelCNNConfig(),
+    "large": PixelCNNConfig(filters=64, blocks=8, mixtures=10, dropout=0.1, epochs=20),
+}
+EPOCHS_FOR = {"mnist": 1, "fashion-mnist": 1, "cifar10": 5}  # the full data sets have 12-17x more images per epoch
+
+
+def pixelcnn_config(dataset: str, size: str = "small") -> PixelCNNConfig:
+    if size not in PRESETS:
+        raise BenchError(f"unknown PixelCNN size {size!r}; sizes: {', '.join(PRESETS)}")
+    cfg = PRESETS[size]
+    if size == "small" and dataset in EPOCHS_FOR:
+        cfg = replace(cfg, epochs=EPOCHS_FOR[dataset])
+    return cfg
+
+
+def pixelcnn_spec(dataset: Dataset, cfg: PixelCNNConfig, seed: int) -> dict[str, Any]:
+    return {"dataset": dataset.name, "shape": list(dataset.shape), "arch": "pixelcnn", "train": cfg.as_dict(),
+            "seed": seed}
+
+
+def build_pixelcnn(shape: tuple[int, int, int], cfg: PixelCNNConfig) -> nn.Module:
+    from .registry import MODELS
+
+    if shape[0] not in (1, 3):
+        raise BenchError(f"the PixelCNN models 1- or 3-channel images, not shape {tuple(shape)}")
+    return MODELS.get("pixelcnn").factory(tuple(shape), **cfg.architecture())
+
+
+@torch.no_grad()
+def bits_per_dim(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Per-image bits per dimension (CPU tensor) of images x in [0, 1]."""
+    model.eval()
+    return torch.cat([model.bits_per_dim(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def p_values(bpd: torch.Tensor, reference_bpd: torch.Tensor) -> torch.Tensor:
+    """The paper's p-value, (1 + #{training images at most as likely as the input}) / (N + 1).
+
+    A likelihood at most the input's is a bits per dimension at least the input's.
+    """
+    ref = torch.sort(reference_bpd.double()).values
+    at_least = len(ref) - torch.searchsorted(ref, bpd.double(), right=False)
+    return (at_least + 1).double() / (len(ref) + 1)
+
+
+def _reference_points(train: Split, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(train), generator=gen)[:REFERENCE_IMAGES]
+    return train.x[idx.sort().values]
+
+
+class _Checkpoint:
+    """Per-epoch training state beside the final checkpoint, so an interrupted training resumes at its last epoch."""
+
+    def __init__(self, folder: Path) -> None:
+        self.weights, self.meta = folder / "partial.safetensors", folder / "partial.json"
+
+    def save(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, seconds: float) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        for i, p in enumerate(model.parameters()):
+            for k, v in opt.state[p].items():
+                if torch.is_tensor(v):
+                    tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
+        tmp = self.weights.with_suffix(".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(self.weights)
+        atomic_write_text(self.meta, json.dumps({"epoch": epoch, "seconds": seconds}))
+
+    def load(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float]:
+        """(epochs done, seconds spent) restored into model and optimizer; (0, 0) when there is nothing to resume."""
+        from safetensors.torch import load_file
+
+        if not (self.meta.exists() and self.weights.exists()):
+            return 0, 0.0
+        try:
+            info = json.loads(self.meta.read_text())
+            tensors = load_file(str(self.weights))
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            for i, p in enumerate(model.parameters()):
+                state = {k.split(".", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+                if state:
+                    opt.state[p] = state
+            return int(info["epoch"]), float(info["seconds"])
+        except Exception as exc:  # an unreadable partial state only costs the epochs it held
+            log.warning("cannot resume PixelCNN training from %s (%s); starting over", self.weights, exc)
+            return 0, 0.0
+
+    def remove(self) -> None:
+        self.weights.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
+
+
+def train_pixelcnn(model: nn.Module, dataset: Dataset, cfg: PixelCNNConfig, device: torch.device, seed: int,
+                   folder: Path, desc: str = "train pixelcnn") -> dict[str, Any]:
+    """Adam with a cosine-decayed learning rate on the training split; returns the metrics stored with the model."""
+    model.to(device)
+    train = dataset.train
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    checkpoint = _Checkpoint(folder)
+    done, seconds = checkpoint.load(model, opt)
+    if done:
+        log.info("resuming PixelCNN training after epoch %d of %d", done, cfg.epochs)
+
+    def lr_at(step: int) -> float:
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+
+    bar = progress(total=total, initial=done * steps_per_epoch, desc=desc, unit="batch")
+    images = 0
+    start = time.perf_counter()
+    for epoch in range(done, cfg.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # the order of an epoch does not depend on resuming
+        perm = torch.randperm(len(train), generator=gen)
+        for j, i in enumerate(range(0, len(train), cfg.batch_size)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(epoch * steps_per_epoch + j)
+            x = train.x[perm[i : i + cfg.batch_size]].to(device)
+            loss = model.bits_per_dim(x).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            images += len(x)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, bpd=f"{loss.item():.3f}", refresh=False)
+        checkpoint.save(model, opt, epoch + 1, seconds + time.perf_counter() - start)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    model.eval()
+    metrics = {
+        "test_bpd": float(bits_per_dim(model, dataset.test.x, device).mean()),
+        "val_bpd": float(bits_per_dim(model, dataset.val.x, device).mean()),
+        "reference_bpd": [round(float(v), 6) for v in bits_per_dim(model, _reference_points(train, seed), device)],
+        "train_images": len(train),
+        "train_seconds": round(seconds + elapsed, 1),
+        "train_images_per_second": round(images / elapsed, 1) if images else None,
+        "device": str(device),
+    }
+    checkpoint.remove()
+    return metrics
+
+
+def get_pixelcnn(dataset: Dataset, device: torch.device, store: ModelStore, seed: int = 0, size: str = "small"
+                 ) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained PixelCNN of this data set (trained now when the store lacks it), in eval mode on ``device``."""
+    cfg = pixelcnn_config(dataset.name, size)
+    spec = pixelcnn_spec(dataset, cfg, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_pixelcnn(dataset.shape, cfg)
+    folder = store.folder("pixelcnn", spec)
+
+    def build(module: nn.Module) -> dict[str, Any]:
+        log.info("no cached PixelCNN for %s; training it now (resumable: rerun to continue)", dataset.name)
+        torch.manual_seed(seed)
+        return train_pixelcnn(module, dataset, cfg, device, seed, folder, desc=f"train pixelcnn on {dataset.name}")
+
+    meta = store.get_or_build("pixelcnn", spec, model, build)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, meta
+
+
+def check_pixelcnn_fits(meta: dict[str, Any], dataset: Dataset) -> None:
+    """Refuse a PixelCNN trained on another data set or image shape."""
+    spec = meta.get("spec", {})
+    if spec.get("dataset") != dataset.name or list(spec.get("shape", [])) != list(dataset.shape):
+        raise BenchError(
+            f"this PixelCNN was trained on {spec.get('dataset')!r} images of shape {tuple(spec.get('shape', []))}, "
+            f"not on {dataset.name!r} of shape {tuple(dataset.shape)}; use a PixelCNN trained on {dataset.name}"
+        )

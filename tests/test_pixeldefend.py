@@ -1,0 +1,172 @@
+"""PixelCNN and PixelDefend: exactness of the fast paths against plain definitions, likelihoods on hand-checkable cases,
+the adaptive variants' decisions, and refusals."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import defenses  # noqa: F401  (registers the defenses)
+import models  # noqa: F401
+from benchmark.defense import build_defense
+from benchmark.errors import BenchError
+from benchmark.generative import check_pixelcnn_fits, p_values
+from defenses.pixeldefend import PixelDefend, eps_levels, purify, purify_reference
+from models import mixture
+from models.pixelcnn import PixelCNN
+from models.pixelcnn_fast import IncrementalPixelCNN
+
+NEAR_TIE = 1e-4  # nats: float32 reordering moves log-probabilities by ~1e-6 here
+
+
+def tiny(shape, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return PixelCNN(shape, filters=8, blocks=2, mixtures=3).eval().to(dtype)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 7)])
+def test_incremental_evaluation_equals_the_forward_pass(shape):
+    model, x = tiny(shape), torch.rand(4, *shape)
+    full = model(x)
+    inc = IncrementalPixelCNN(model, x)
+    for r in range(shape[1]):
+        inc.begin_row(r)
+        for c in range(shape[2]):
+            torch.testing.assert_close(inc.params_at(r, c), full[:, :, r, c], rtol=1e-5, atol=1e-5)
+            inc.set_pixel(r, c, x[:, :, r, c])
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 7)])
+def test_outputs_depend_only_on_earlier_pixels(shape):
+    model, x = tiny(shape), torch.rand(2, *shape)
+    changed = x.clone()
+    changed[:, :, 3, 4] = 1 - changed[:, :, 3, 4]
+    moved = (model(changed) - model(x)).abs().amax((0, 1)) > 0
+    rows, cols = torch.meshgrid(torch.arange(shape[1]), torch.arange(shape[2]), indexing="ij")
+    not_after = (rows < 3) | ((rows == 3) & (cols <= 4))
+    assert not moved[not_after].any()
+    assert moved[3, 5]  # the next pixel does see it
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channel_conditionals_multiply_to_the_joint(channels):
+    model, x = tiny((channels, 5, 5)), torch.rand(3, channels, 5, 5)
+    params = model(x)
+    joint = mixture.log_prob(params, x, model.mixtures)  # (N, H, W)
+    levels = mixture.to_levels(x)
+    t = mixture.to_grid(x)
+    for r, c in [(0, 0), (2, 3), (4, 4)]:
+        total = torch.zeros(3)
+        for k in range(channels):
+            lp = mixture.channel_log_probs(params[:, :, r, c], t[:, :, r, c], k, model.mixtures)
+            torch.testing.assert_close(lp.logsumexp(1), torch.zeros(3), atol=1e-5, rtol=0)  # normalised
+            total += lp.gather(1, levels[:, k, r, c, None])[:, 0]
+        torch.testing.assert_close(total, joint[:, r, c], atol=1e-4, rtol=1e-5)
+
+
+def test_bits_per_dim_of_a_standard_logistic_by_hand():
+    model = tiny((1, 4, 4))
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)  # every position: mean 0, log-scale 0, equal weights
+
+    def sigmoid(z):
+        return 1 / (1 + math.exp(-z))
+
+    def prob(v):
+        t = 2 * v / 255 - 1
+        upper = 1.0 if v == 255 else sigmoid(t + 1 / 255)
+        lower = 0.0 if v == 0 else sigmoid(t - 1 / 255)
+        return upper - lower
+
+    levels = torch.tensor([0, 37, 128, 255] * 4).reshape(1, 1, 4, 4)
+    expected = -sum(math.log2(prob(int(v))) for v in levels.flatten()) / 16
+    assert model.bits_per_dim(levels.float() / 255).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_p_values_follow_the_papers_formula():
+    reference = torch.tensor([1.0, 2.0, 3.0, 4.0])  # bits/dim of four training images
+    bpd = torch.tensor([0.5, 2.5, 3.0, 5.0])
+    # (1 + #{training images at most as likely, i.e. bpd at least the input's}) / (N + 1)
+    assert p_values(bpd, reference).tolist() == pytest.approx([5 / 5, 3 / 5, 3 / 5, 1 / 5])
+
+
+def first_difference_is_a_near_tie(fast, ref, margins):
+    """Per image: equal, or the first differing sub-pixel (raster order, channels inner) is a near tie of the
+    reference (after it the two paths condition on different pixels). Returns the number of near-tie images."""
+    b = fast.shape[0]
+    diff = (fast != ref).permute(0, 2, 3, 1).reshape(b, -1)
+    margins = margins.permute(0, 2, 3, 1).reshape(b, -1)
+    ties = 0
+    for i in range(b):
+        if diff[i].any():
+            j = int(diff[i].nonzero()[0, 0])
+            assert margins[i, j] < NEAR_TIE, f"image {i}: sub-pixel {j} differs with margin {margins[i, j]:.3g}"
+            ties += 1
+    return ties
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8)])
+@pytest.mark.parametrize("threshold", [None, 3.0])
+def test_fast_purification_equals_the_reference(shape, threshold):
+    model, x = tiny(shape, seed=1), torch.rand(64, *shape)
+    fast = purify(model, x, 32, threshold)
+    ref, margins = purify_reference(model, x, 32, threshold)
+    ties = first_difference_is_a_near_tie(fast, ref, margins)
+    # untrained networks are nearly flat, so near ties are commoner here than with a trained PixelCNN
+    print(f"{shape}, threshold {threshold}: {ties} of 64 images differ, each first at a near tie")
+    assert (fast != mixture.to_levels(x) / 255).float().mean() > 0.1  # it did purify
+
+
+def test_fast_purification_is_exact_in_double_precision():
+    model = tiny((3, 6, 6), seed=2, dtype=torch.float64)
+    x = torch.rand(16, 3, 6, 6, dtype=torch.float64)
+    assert torch.equal(purify(model, x, 16), purify_reference(model, x, 16)[0])
+
+
+def test_purification_stays_within_eps_defend_of_the_quantised_input():
+    model, x = tiny((1, 8, 8)), torch.rand(8, 1, 8, 8)
+    q = mixture.to_levels(x)
+    for eps in (0, 5, 32):
+        out = mixture.to_levels(purify(model, x, eps))
+        assert (out - q).abs().max() <= eps
+    assert torch.equal(purify(model, x, 0), q / 255)
+
+
+def test_pixel_level_adaptive_keeps_the_likely_sub_pixels():
+    model, x = tiny((1, 8, 8)), torch.rand(8, 1, 8, 8)
+    q = mixture.to_levels(x)
+    kept = mixture.to_levels(purify(model, x, 32, threshold_bits=100.0)) == q  # nothing costs 100 bits
+    changed = mixture.to_levels(purify(model, x, 32, threshold_bits=0.0)) != q  # everything costs > 0 bits
+    assert kept.all() and changed.float().mean() > 0.5
+
+
+def test_image_level_adaptive_purifies_only_unlikely_inputs():
+    shape = (1, 8, 8)
+    model = tiny(shape)
+    x = torch.rand(6, *shape)
+    bpd = model.bits_per_dim(x).detach()
+    order = bpd.argsort()
+    d = build_defense("adaptive-pixeldefend")
+    d.model, d.eps_defend = model, 32 / 255
+    # training likelihoods between the 3rd and 4th most likely inputs: the 3 least likely get p-values 1/(N+1)
+    d.reference_bpd = torch.full((99,), float((bpd[order[2]] + bpd[order[3]]) / 2))
+    out = d.purify(x)
+    for i in order[:3]:
+        assert torch.equal(out[i], x[i])  # looks clean (p-value 1): untouched
+    for i in order[3:]:
+        assert torch.equal(out[i], purify(model, x[i : i + 1], 32)[0])
+    assert d.detect(x, None).tolist() == [bool(v) for v in (bpd > d.reference_bpd[0]).tolist()]
+
+
+def test_bad_eps_defend_and_foreign_pixelcnns_are_refused(digits):
+    for bad in (-0.1, 1.5, "32"):
+        with pytest.raises(BenchError, match="eps_defend"):
+            eps_levels(bad)
+    with pytest.raises(BenchError, match="eps_defend"):
+        PixelDefend(eps_defend=2.0)
+    meta = {"spec": {"dataset": "mnist5k", "shape": [1, 28, 28]}, "key": "k", "metrics": {"reference_bpd": [1.0]}}
+    with pytest.raises(BenchError, match="trained on 'mnist5k'.*not on 'digits'"):
+        check_pixelcnn_fits(meta, digits)
+    with pytest.raises(BenchError, match="trained on"):
+        PixelDefend().use_pixelcnn(tiny((1, 28, 28)), meta, digits)
