@@ -163,19 +163,42 @@ def list_(what: str) -> None:
 @click.option("--model", default="resnet", show_default=True, help="Classifier architecture.")
 @click.option("--defense", "defense_name", default="none", show_default=True,
               help="Training-time defense (adv-fgsm, adv-bim, label-smoothing) or none.")
+@click.option("--size", default="small", show_default=True, help="PixelCNN preset: tiny, small or large.")
+@click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=Path("results/figures"),
+              show_default=True, help="Where the PixelCNN's sample grid is written.")
 @_common_model_options
-def train(what, dataset, model, defense_name, data_root, download, device, seed, quiet) -> None:
-    """Train a model into the store (or report the cached one). WHAT: classifier (default)."""
+def train(what, dataset, model, defense_name, size, figures, data_root, download, device, seed, quiet) -> None:
+    """Train a model into the store (or report the cached one). WHAT: classifier (default) or pixelcnn."""
     _setup(quiet)
     from .data import load_dataset
+    from .device import resolve_device
+    from .errors import BenchError
+    from .store import ModelStore
+
+    if what not in ("classifier", "pixelcnn"):
+        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn")
+    data = load_dataset(dataset, data_root, download)
+    if what == "pixelcnn":
+        from .generative import get_pixelcnn, sample_figure
+
+        pixelcnn, meta = get_pixelcnn(data, resolve_device(device), ModelStore(), seed=seed, size=size)
+        m = meta["metrics"]
+        click.echo(f"pixelcnn ({size}) on {dataset} (seed {seed}): test {m['test_bpd']:.3f} bits/dim, "
+                   f"val {m['val_bpd']:.3f}; trained in {m['train_seconds']:.0f} s at "
+                   f"{m['train_images_per_second']} images/s on {m['device']}  [{meta['key']}]")
+        path = sample_figure(pixelcnn, data, figures / f"{dataset}_pixelcnn_samples.png", seed=seed)
+        click.echo(f"wrote {path}")
+        return
+    _train_classifier(data, model, defense_name, device, seed)
+
+
+def _train_classifier(data, model: str, defense_name: str, device: str, seed: int) -> None:
     from .defense import build_defense
     from .device import resolve_device
     from .errors import BenchError
     from .store import ModelStore
     from .zoo import get_classifier
 
-    if what != "classifier":
-        raise BenchError(f"cannot train {what!r}: trainable here: classifier")
     defense = build_defense(defense_name)
     if defense_name != "none" and not defense.trains_classifier:
         from .registry import DEFENSES
@@ -183,10 +206,9 @@ def train(what, dataset, model, defense_name, data_root, download, device, seed,
         trainable = [e.name for e in DEFENSES.entries() if getattr(e.factory, "trains_classifier", False)]
         raise BenchError(f"defense {defense_name!r} has no training-time part (it acts at inference, in `bench run`); "
                          f"training-time defenses: {', '.join(trainable)}, or none")
-    data = load_dataset(dataset, data_root, download)
     _, meta = get_classifier(data, model, defense, seed, resolve_device(device), ModelStore())
     m = meta["metrics"]
-    click.echo(f"{model} on {dataset} ({defense_name}, seed {seed}): test accuracy {100 * m['test_accuracy']:.2f}%, "
+    click.echo(f"{model} on {data.name} ({defense_name}, seed {seed}): test accuracy {100 * m['test_accuracy']:.2f}%, "
                f"val {100 * m['val_accuracy']:.2f}%  [{meta['key']}]")
 
 
@@ -271,6 +293,29 @@ def grid(n: int, save: Path | None) -> None:
     from .perf import grid_time
 
     _emit_perf("grid", [grid_time(n=n)], save)
+
+
+@perf.command("pixeldefend")
+@click.option("--case", "cases", multiple=True, default=("mnist5k", "32x32x3"), show_default=True,
+              help="A data set with a trained PixelCNN, or 32x32x3 (untrained network of the default size).")
+@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--reference-rows", type=int, default=2, show_default=True,
+              help="Rows the reference purifies (its time is scaled to the image); 0 runs it in full.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def pixeldefend_perf(cases: tuple[str, ...], batch: int, reference_rows: int, device: str, save: Path | None) -> None:
+    """Faithful purification against the one-pass-per-sub-pixel reference; PixelCNN training speed."""
+    _setup(True)
+    from .perf_pixeldefend import pixelcnn_training_speed, pixeldefend_speed
+
+    rows = [pixeldefend_speed(c, batch=batch, reference_rows=reference_rows, device=device) for c in cases]
+    _emit_perf("pixeldefend", rows, save)
+    _emit_perf("pixelcnn_training", [pixelcnn_training_speed(device=device)], save)
+
+
+from .detect_cmd import detect  # noqa: E402  (defined in its own module; registered here)
+
+main.add_command(detect)
 
 
 if __name__ == "__main__":  # pragma: no cover

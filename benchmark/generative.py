@@ -151,6 +151,7 @@ def train_pixelcnn(model: nn.Module, dataset: Dataset, cfg: PixelCNNConfig, devi
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    folder.mkdir(parents=True, exist_ok=True)
     checkpoint = _Checkpoint(folder)
     done, seconds = checkpoint.load(model, opt)
     if done:
@@ -224,3 +225,53 @@ def check_pixelcnn_fits(meta: dict[str, Any], dataset: Dataset) -> None:
             f"this PixelCNN was trained on {spec.get('dataset')!r} images of shape {tuple(spec.get('shape', []))}, "
             f"not on {dataset.name!r} of shape {tuple(dataset.shape)}; use a PixelCNN trained on {dataset.name}"
         )
+
+
+@torch.no_grad()
+def sample(model: nn.Module, n: int, seed: int = 0) -> torch.Tensor:
+    """n images drawn from the PixelCNN in raster order (the incremental evaluator makes this one network pass)."""
+    from models import mixture
+    from models.pixelcnn_fast import IncrementalPixelCNN
+
+    device = next(model.parameters()).device
+    c, h, w = model.shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, c, h, w, device=device)
+    inc = IncrementalPixelCNN(model, x)
+    for r in range(h):
+        inc.begin_row(r)
+        for col in range(w):
+            params = inc.params_at(r, col)
+            t = torch.zeros(n, c, device=device)
+            for k in range(c):
+                probs = mixture.channel_log_probs(params, t, k, model.mixtures).softmax(1).cpu()
+                level = torch.multinomial(probs, 1, generator=gen)[:, 0].to(device)
+                x[:, k, r, col] = level.float() / 255
+                t[:, k] = level.float() * (2 / 255) - 1
+            inc.set_pixel(r, col, x[:, :, r, col])
+    return x
+
+
+def sample_figure(model: nn.Module, dataset: Dataset, path: Path, per_row: int = 8, seed: int = 0) -> Path:
+    """Real test images above the line, PixelCNN samples below it (the paper's Figure 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real = dataset.test.x[: per_row * 2]
+    fake = sample(model, per_row * 2, seed).cpu()
+    images = torch.cat([real, fake])
+    fig, axes = plt.subplots(4, per_row, figsize=(per_row * 1.1, 4 * 1.1 + 0.4))
+    for ax, img in zip(axes.flat, images):
+        ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[2]:
+        ax.spines["top"].set(color="red", linewidth=3)
+    fig.suptitle(f"{dataset.name}: test images (top two rows), PixelCNN samples (bottom two rows)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path

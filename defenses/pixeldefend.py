@@ -95,14 +95,15 @@ def purify(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | 
 
 
 @torch.no_grad()
-def purify_reference(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def purify_reference(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | None = None,
+                     rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 1 as written: one full forward pass per sub-pixel. Returns the purified images and, per sub-pixel,
-    the margin between the two best candidates (B, C, H, W), so that comparisons can tell near ties apart."""
+    the margin between the two best candidates (B, C, H, W), so that comparisons can tell near ties apart.
+    ``rows`` stops after that many rows (the benchmark times a prefix; later rows are left as they were)."""
     b, c, h, w = x.shape
     levels = mixture.to_levels(x)
     margins = torch.zeros(b, c, h, w, dtype=x.dtype, device=x.device)
-    for r in range(h):
+    for r in range(h if rows is None else rows):
         for col in range(w):
             for k in range(c):
                 params = model(levels.to(x.dtype) / 255)[:, :, r, col]

@@ -1,0 +1,104 @@
+"""``bench perf pixeldefend``: the production purification against the reference, same PixelCNN and images, one run.
+
+The reference (:func:`defenses.pixeldefend.purify_reference`) runs the whole network once per sub-pixel: H*W*C forward
+passes, each the same cost. Running it over every row of a 64-image batch takes many minutes on two CPU cores, so by
+default it runs on the first ``reference_rows`` rows and its time is scaled to the whole image (exact for a cost that is
+the same per sub-pixel; ``reference_rows=0`` runs it in full). The outputs are compared on the rows both computed: rows
+are purified in order, so the reference's first rows are final. The floor is one batched forward pass of the network;
+the production path aims at most twice that.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _compare(fast: torch.Tensor, ref: torch.Tensor, margins: torch.Tensor, rows: int, tol: float) -> dict[str, int]:
+    """Images whose purified first rows are equal, and those whose first difference is a near tie of the reference."""
+    b = fast.shape[0]
+    diff = (fast[:, :, :rows] != ref[:, :, :rows]).permute(0, 2, 3, 1).reshape(b, -1)
+    margin = margins[:, :, :rows].permute(0, 2, 3, 1).reshape(b, -1)
+    equal = ties = other = 0
+    for i in range(b):
+        if not diff[i].any():
+            equal += 1
+        elif margin[i, int(diff[i].nonzero()[0, 0])] < tol:
+            ties += 1
+        else:
+            other += 1
+    return {"images_equal": equal, "images_near_tie": ties, "images_different": other}
+
+
+def pixeldefend_speed(case: str, batch: int = 64, reference_rows: int = 2, device: str = "auto",
+                      tol: float = 1e-4) -> dict[str, Any]:
+    """One row of the benchmark. ``case``: a data set whose trained PixelCNN is used (e.g. mnist5k), or ``32x32x3``
+    (an untrained PixelCNN of the default size: the speed of a network does not depend on its weights)."""
+    from defenses.pixeldefend import EPS_DEFEND, eps_levels, purify, purify_reference
+
+    from .data import load_dataset
+    from .device import resolve_device
+    from .generative import PixelCNNConfig, build_pixelcnn, get_pixelcnn
+    from .store import ModelStore
+
+    dev = resolve_device(device)
+    if case == "32x32x3":
+        torch.manual_seed(0)
+        model = build_pixelcnn((3, 32, 32), PixelCNNConfig()).to(dev).eval()
+        x = torch.rand(batch, 3, 32, 32, device=dev)
+        eps, trained = eps_levels(EPS_DEFEND["cifar"]), "no (random weights, random images)"
+    else:
+        data = load_dataset(case)
+        model, meta = get_pixelcnn(data, dev, ModelStore())
+        x = data.test.x[:batch].to(dev)
+        eps, trained = eps_levels(EPS_DEFEND[data.family]), f"yes ({meta['metrics']['test_bpd']:.3f} bits/dim)"
+    c, h, w = x.shape[1:]
+    rows = h if reference_rows <= 0 else min(reference_rows, h)
+    with torch.no_grad():
+        model(x)  # warm-up
+        forward_s = min(_seconds(lambda: model(x)) for _ in range(3))
+    fast_out: list[torch.Tensor] = []
+    fast_s = _seconds(lambda: fast_out.append(purify(model, x, eps)))
+    ref_out: list[Any] = []
+    ref_part_s = _seconds(lambda: ref_out.append(purify_reference(model, x, eps, rows=rows)))
+    ref_s = ref_part_s * h / rows  # every sub-pixel costs the reference one full forward pass
+    return {
+        "case": case, "trained": trained, "shape": f"{h}x{w}x{c}", "batch": batch, "eps_defend": f"{eps}/255",
+        "forward_ms": round(1000 * forward_s, 1),
+        "fast_s": round(fast_s, 2), "fast_ms_per_image": round(1000 * fast_s / batch, 1),
+        "fast_over_forward": round(fast_s / forward_s, 2),
+        "reference_s": round(ref_s, 1), "reference_rows_run": rows,
+        "speedup": round(ref_s / fast_s, 1),
+        **_compare(fast_out[0], ref_out[0][0], ref_out[0][1], rows, tol),
+    }
+
+
+def pixelcnn_training_speed(case: str = "mnist5k", batch: int = 32, steps: int = 5, device: str = "auto"
+                            ) -> dict[str, Any]:
+    """Training images per second of the default PixelCNN (forward, backward and Adam step), measured here."""
+    from .data import load_dataset
+    from .device import resolve_device
+    from .generative import PixelCNNConfig, build_pixelcnn
+
+    dev = resolve_device(device)
+    data = load_dataset(case)
+    model = build_pixelcnn(data.shape, PixelCNNConfig()).to(dev)
+    opt = torch.optim.Adam(model.parameters())
+    x = data.train.x[:batch].to(dev)
+
+    def step() -> None:
+        loss = model.bits_per_dim(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    seconds = min(_seconds(step) for _ in range(steps))
+    return {"case": case, "batch": batch, "train_images_per_second": round(batch / seconds, 1)}

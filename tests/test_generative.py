@@ -1,0 +1,81 @@
+"""PixelCNN training: the store, resuming an interrupted training, sampling, and `bench train pixelcnn`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import models  # noqa: F401
+from benchmark import generative
+from benchmark.cli import main
+from benchmark.generative import _Checkpoint, build_pixelcnn, get_pixelcnn, pixelcnn_config, sample, train_pixelcnn
+from benchmark.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def tiny_pixelcnn(digits):
+    return get_pixelcnn(digits, torch.device("cpu"), ModelStore(), size="tiny")
+
+
+def test_trained_pixelcnn_is_stored_with_its_likelihoods(digits, tiny_pixelcnn, monkeypatch):
+    model, meta = tiny_pixelcnn
+    m = meta["metrics"]
+    assert 0 < m["test_bpd"] < 8  # better than uniform over 256 levels
+    assert len(m["reference_bpd"]) == min(generative.REFERENCE_IMAGES, len(digits.train))
+    monkeypatch.setattr(generative, "train_pixelcnn", lambda *a, **k: pytest.fail("retrained a cached PixelCNN"))
+    again, meta2 = get_pixelcnn(digits, torch.device("cpu"), ModelStore(), size="tiny")
+    assert meta2["key"] == meta["key"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_interrupted_training_resumes_where_it_stopped(digits, tmp_path, monkeypatch):
+    cfg = pixelcnn_config("digits", "tiny")
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_pixelcnn(digits.shape, cfg)
+
+    straight = fresh()
+    train_pixelcnn(straight, digits, cfg, torch.device("cpu"), 0, tmp_path / "a")
+
+    real_save = _Checkpoint.save
+
+    def save_then_die(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first epoch's state was written
+
+    monkeypatch.setattr(_Checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_pixelcnn(fresh(), digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
+    assert (tmp_path / "b" / "partial.json").exists()
+    monkeypatch.setattr(_Checkpoint, "save", real_save)
+    resumed = fresh()
+    metrics = train_pixelcnn(resumed, digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
+    assert not (tmp_path / "b" / "partial.json").exists()  # cleaned up once finished
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
+    assert metrics["test_bpd"] > 0
+
+
+def test_samples_are_8_bit_images_and_seeded(tiny_pixelcnn):
+    model, _ = tiny_pixelcnn
+    a, b = sample(model, 3, seed=5), sample(model, 3, seed=5)
+    assert a.shape == (3, *model.shape) and torch.equal(a, b)
+    assert torch.equal(torch.round(a * 255) / 255, a) and 0 <= a.min() and a.max() <= 1
+    assert not torch.equal(a, sample(model, 3, seed=6))
+
+
+def test_cli_trains_a_pixelcnn_and_writes_its_sample_grid(tmp_path: Path, tiny_pixelcnn):
+    result = CliRunner().invoke(main, ["train", "pixelcnn", "--dataset", "digits", "--size", "tiny", "--quiet",
+                                       "--figures", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "bits/dim" in result.output
+    assert (tmp_path / "digits_pixelcnn_samples.png").stat().st_size > 1000
+
+
+def test_unknown_pixelcnn_size_is_one_line():
+    result = CliRunner().invoke(main, ["train", "pixelcnn", "--dataset", "digits", "--size", "huge"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["bench: error: unknown PixelCNN size 'huge'; sizes: tiny, small, large"]
