@@ -18,6 +18,10 @@ Rules:
 - Records whose defense detects (``outcomes.detected`` not null) also get a detection table: detection rate per
   budget and the false-positive rate on clean inputs.
 - Figures under ``results/figures/`` whose names start with the data set's name are linked at the end of its sections.
+- Detection records (``results/detection/``, written by ``bench detect``; :mod:`benchmark.detection`) add one section
+  per (data set, model) after the others, "Detection by PixelCNN likelihood": one row per attack (natural sort) with
+  the ROC AUC per budget (two decimals, "/"-joined), the adversarial inputs used per budget, their mean bits/dim, n
+  and seed, then links to its three figures (which the data set's general figure list then leaves out).
 - No timestamps, no dict-order dependence: the same records give byte-identical text.
 """
 from __future__ import annotations
@@ -34,6 +38,7 @@ from tabulate import tabulate
 
 from . import paper
 from .budgets import format_eps
+from .detection import DETECTION_SUBDIR, FIGURE_KINDS, LoadedDetection, auc_text, figure_name, load_detections
 from .errors import BenchError
 from .fileio import atomic_write_text
 from .records import LoadedRecord, load_all
@@ -307,11 +312,49 @@ def figure_links(results_dir: Path, output: Path) -> list[str]:
     return [Path(os.path.relpath(os.path.abspath(p), start)).as_posix() for p in files]
 
 
+def _figure_list(files: Sequence[str]) -> str:
+    return "Figures:\n\n" + "\n".join(f"- [{f.rsplit('/', 1)[-1]}]({quote(f)})" for f in files)
+
+
 def _figures_section(dataset: str, datasets: Sequence[str], figures: Sequence[str]) -> str | None:
     mine = sorted(f for f in figures if _figure_dataset(f.rsplit("/", 1)[-1], datasets) == dataset)
     if not mine:
         return None
-    return "Figures:\n\n" + "\n".join(f"- [{f.rsplit('/', 1)[-1]}]({quote(f)})" for f in mine)
+    return _figure_list(mine)
+
+
+# -- detection by PixelCNN likelihood -----------------------------------------------------------------------------
+def _detection_figures(det: LoadedDetection) -> set[str]:
+    c = det.data["config"]
+    return {figure_name(c["dataset"], c["model"], kind) for kind in FIGURE_KINDS}
+
+
+def _detection_section(det: LoadedDetection, figures: Sequence[str]) -> str:
+    data = det.data
+    c, pixelcnn = data["config"], data["pixelcnn"]
+    dataset, model = c["dataset"], c["model"]
+    rows = []
+    for name in sorted(c["attacks"], key=natural_key):
+        cells = data["cells"][name]
+        rows.append([name, auc_text(cells), _joined(cell["used"] for cell in cells),
+                     "/".join(DASH if cell["mean_bpd"] is None else f"{cell['mean_bpd']:.3f}" for cell in cells),
+                     str(c["n"]), str(c["seed"])])
+    parts = [
+        f"## Detection by PixelCNN likelihood: {dataset} / {model}",
+        f"From `bench detect` (results/{DETECTION_SUBDIR}/{dataset}/{model}.json). Oblivious adversarial inputs, "
+        f"crafted on the undefended classifier, and the clean test points are scored by their bits per dimension under a "
+        f"PixelCNN ({c['pixelcnn_size']}, `{pixelcnn['key']}`, test bits/dim {pixelcnn['test_bpd']:.3f}); "
+        f"the clean points average {data['clean']['mean_bpd']:.3f}. AUC is the ROC AUC of telling clean from "
+        f"adversarial inputs by bits/dim (1.00 perfect, 0.50 chance), per budget ε: {_eps_text(c['eps'])}. "
+        "Every clean point counts; adversarial inputs identical to their clean image (a failed attack) are left out: "
+        "\"used\" counts the rest.",
+        _table(["attack", "AUC", "adversarial used", "mean bits/dim", "n", "seed"], rows),
+    ]
+    names = _detection_figures(det)
+    mine = sorted(f for f in figures if f.rsplit("/", 1)[-1] in names)
+    if mine:
+        parts.append(_figure_list(mine))
+    return "\n\n".join(parts)
 
 
 # -- the document -------------------------------------------------------------------------------------------------
@@ -340,23 +383,29 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     return "\n\n".join(parts)
 
 
-def render(records: list[LoadedRecord], figures: Sequence[str] = ()) -> str:
-    """The whole text of ``leaderboard.md`` for ``records`` (any order).
+def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections: Sequence[LoadedDetection] = ()
+           ) -> str:
+    """The whole text of ``leaderboard.md`` for ``records`` and detection records ``detections`` (any order).
 
     ``figures`` are links to figure files, relative to the leaderboard's folder (see :func:`figure_links`); each is
-    listed in the sections of the data set its file name starts with.
+    listed in the sections of the data set its file name starts with, or in its detection section.
     """
+    detections = sorted(detections, key=lambda d: (d.data["config"]["dataset"], d.data["config"]["model"],
+                                                   str(d.path)))
+    linked = set().union(*(_detection_figures(d) for d in detections))
+    general = [f for f in figures if f.rsplit("/", 1)[-1] not in linked]  # listed once, in the detection section
     sections = _sections(records)
-    if not sections:
-        return HEADER + "\nNo records yet: run `bench run` first.\n"
-    adaptive = _adaptive_defenses(records)
-    datasets = sorted({dataset for dataset, _ in sections})
-    body = [_section(d, m, rows, adaptive, datasets, figures) for (d, m), rows in sections.items()]
+    body = ["No records yet: run `bench run` first."]
+    if sections:
+        adaptive = _adaptive_defenses(records)
+        datasets = sorted({dataset for dataset, _ in sections})
+        body = [_section(d, m, rows, adaptive, datasets, general) for (d, m), rows in sections.items()]
+    body += [_detection_section(d, figures) for d in detections]
     return HEADER + "\n" + "\n\n".join(body) + "\n"
 
 
 def _expected(results_dir: Path, output: Path) -> str:
-    return render(load_all(results_dir), figure_links(results_dir, output))
+    return render(load_all(results_dir), figure_links(results_dir, output), load_detections(results_dir))
 
 
 def write(results_dir: Path, output: Path) -> bool:

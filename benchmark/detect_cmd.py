@@ -1,0 +1,65 @@
+"""``bench detect``: PixelCNN likelihood as a detector of adversarial inputs (see :mod:`benchmark.detection`).
+
+Registered on the ``bench`` group in :mod:`benchmark.cli`. Only click is imported here: ``bench --help`` stays
+free of torch, and the helpers of :mod:`benchmark.cli` are imported when the command runs (no import cycle).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("detect")
+@click.option("--dataset", default="mnist5k", show_default=True,
+              help="Registered data set (see `bench list datasets`).")
+@click.option("--model", default="resnet", show_default=True, help="Undefended classifier that the attacks target.")
+@click.option("--attack", "attack_spec", default="all", show_default=True,
+              help="Attacks: a name, a list 'fgsm,bim', 'all', 'all,-lbfgs', wildcards such as 'pgd*'.")
+@click.option("--eps", "eps_values", multiple=True,
+              help="Budgets in [0,1] pixel space, repeatable or comma-separated: 8/255 or 0.0314 "
+              "(default: the paper's).")
+@click.option("--n", type=int, default=100, show_default=True,
+              help="Number of test points (the first n, as in `bench run`).")
+@click.option("--pixelcnn-size", type=click.Choice(["tiny", "small", "large"]), default="small", show_default=True,
+              help="PixelCNN preset (tiny: seconds to train, for tests).")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Records go to RESULTS_DIR/detection, figures to RESULTS_DIR/figures.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True,
+              help="Keep `bench run`'s value to reuse its cached adversarial inputs.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Folder with torchvision-layout data (default: $BENCH_DATA or the cache).")
+@click.option("--download", is_flag=True, help="Let torchvision download a missing data set (needs internet).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (auto takes CUDA when present).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and attacks.")
+@click.option("--quiet", "-q", is_flag=True, envvar="BENCH_QUIET", show_envvar=True,
+              help="No progress bars or info messages.")
+def detect(dataset, model, attack_spec, eps_values, n, pixelcnn_size, results_dir, batch_size, data_root, download,
+           device, seed, quiet) -> None:
+    """Tell adversarial from clean inputs by PixelCNN bits/dim: ROC AUC per attack and budget (oblivious attacks).
+
+    Writes RESULTS_DIR/detection/DATASET/MODEL.json (merged with an earlier run's attacks) and three figures.
+    """
+    from tabulate import tabulate
+
+    from .budgets import format_eps, parse_eps_list
+    from .cli import _report_broken_plugins, _setup
+    from .detection import DetectPlan, detect as run_detection, draw_detection_figures, summary_rows
+    from .leaderboard import FIGURES_SUBDIR
+    from .registry import ATTACKS
+
+    _setup(quiet)
+    _report_broken_plugins()
+    plan = DetectPlan(dataset=dataset, model=model, attacks=tuple(ATTACKS.select(attack_spec)),
+                      eps=parse_eps_list(eps_values) if eps_values else None, n=n, seed=seed, device=device,
+                      results_dir=results_dir, batch_size=batch_size, data_root=data_root, download=download,
+                      pixelcnn_size=pixelcnn_size)
+    record, path = run_detection(plan)
+    click.echo(f"wrote {path}")
+    for figure in draw_detection_figures(record, Path(results_dir) / FIGURES_SUBDIR):
+        click.echo(f"wrote {figure}")
+    budgets = ", ".join(format_eps(e) for e in record["config"]["eps"])
+    click.echo(f"PixelCNN {record['pixelcnn']['key']} (test bits/dim {record['pixelcnn']['test_bpd']:.3f}); "
+               f"budgets {budgets}")
+    click.echo(tabulate(summary_rows(record), headers=["attack", "AUC", "adversarial used", "mean bits/dim"],
+                        tablefmt="simple", disable_numparse=True))
