@@ -42,34 +42,50 @@ def eps_levels(eps_defend: float) -> int:
     return int(round(eps_defend * 255))
 
 
-def choose(log_probs_fn, levels: torch.Tensor, eps: int, threshold_bits: float | None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The new levels (B,) of one sub-pixel, and the margin between its two best candidates (B,) in nats.
+class SubPixel:
+    """The model's conditional distribution of one sub-pixel given everything before it."""
 
-    ``log_probs_fn(values)`` scores candidate levels (B, K); ``levels`` (B,) are the current ones. Candidates run from
-    levels - eps to levels + eps, clipped to 0..255 (a clipped candidate repeats the edge value, which cannot change
-    the arg max). With ``threshold_bits``, sub-pixels whose current level costs at most that many bits are kept.
+    def __init__(self, params: torch.Tensor, t: torch.Tensor, channel: int, mixtures: int) -> None:
+        self.args = (params, t, channel, mixtures)
+
+    def probs(self, lo: torch.Tensor, count: int) -> torch.Tensor:
+        return mixture.channel_probs(*self.args, lo, count)
+
+    def log_probs(self, lo: torch.Tensor, count: int) -> torch.Tensor:
+        return mixture.channel_log_probs(*self.args, lo, count)
+
+
+def choose(dist: SubPixel, levels: torch.Tensor, eps: int, threshold_bits: float | None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new levels (B,) of one sub-pixel, and the log-ratio of its two best candidates (B,), its margin.
+
+    Candidates are levels - eps .. levels + eps within 0..255; ``levels`` (B,) are the current ones. Ranked by
+    probability (fast); where every candidate underflows to probability 0, by log-probability (exact). With
+    ``threshold_bits``, sub-pixels whose current level costs at most that many bits are kept.
     """
-    offsets = torch.arange(-eps, eps + 1, device=levels.device)
-    candidates = (levels[:, None] + offsets).clamp(0, mixture.LEVELS - 1)
-    scores = log_probs_fn(candidates)
-    best = scores.argmax(1)
-    new = candidates.gather(1, best[:, None])[:, 0]
-    margin = _margin(scores, candidates)
+    count = 2 * eps + 1
+    lo = levels - eps
+    candidates = lo[:, None] + torch.arange(count, device=levels.device)
+    invalid = (candidates < 0) | (candidates >= mixture.LEVELS)
+    scores = dist.probs(lo, count).masked_fill(invalid, -1.0)
+    underflow = scores.amax(1) <= 0
+    if underflow.any():  # far in every component's tail: rank those in log space instead
+        sub = SubPixel(*(a[underflow] if torch.is_tensor(a) else a for a in dist.args))
+        logs = sub.log_probs(lo[underflow], count).masked_fill(invalid[underflow], float("-inf"))
+        # relative to the best candidate: the same order and margins, without the underflow
+        scores[underflow] = (logs - logs.amax(1, keepdim=True)).exp().masked_fill(invalid[underflow], -1.0)
+    if count > 1:
+        top = scores.topk(2, dim=1)
+        best, margin = top.indices[:, 0], top.values[:, 0].log() - top.values[:, 1].clamp(min=0).log()
+    else:
+        best, margin = torch.zeros_like(levels), torch.full(levels.shape, float("inf"), device=levels.device)
+    new = lo + best
     if threshold_bits is not None:
-        current = scores[:, eps]  # offset 0: the current level
+        current = dist.log_probs(levels, 1)[:, 0]
         keep = -current / math.log(2) <= threshold_bits
         new = torch.where(keep, levels, new)
         margin = torch.minimum(margin, (current + threshold_bits * math.log(2)).abs())
     return new, margin
-
-
-def _margin(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Gap between the best candidate and the best other value (duplicates from clipping are not rivals)."""
-    best = scores.max(1)
-    top_value = candidates.gather(1, best.indices[:, None])
-    rivals = scores.masked_fill(candidates == top_value, float("-inf")).max(1).values
-    return best.values - rivals
 
 
 @torch.no_grad()
@@ -84,10 +100,7 @@ def purify(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | 
             params = inc.params_at(r, col)
             t = torch.zeros(b, c, device=x.device, dtype=params.dtype)
             for k in range(c):
-                def scores(values: torch.Tensor, k: int = k) -> torch.Tensor:
-                    return mixture.channel_log_probs(params, t, k, model.mixtures, values)
-
-                new, _ = choose(scores, levels[:, k, r, col], eps, threshold_bits)
+                new, _ = choose(SubPixel(params, t, k, model.mixtures), levels[:, k, r, col], eps, threshold_bits)
                 levels[:, k, r, col] = new
                 t[:, k] = new.to(t.dtype) * (2 / 255) - 1
             inc.set_pixel(r, col, levels[:, :, r, col].to(x.dtype) / 255)
@@ -109,10 +122,8 @@ def purify_reference(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits
                 params = model(levels.to(x.dtype) / 255)[:, :, r, col]
                 t = mixture.to_grid(levels[:, :, r, col].to(x.dtype) / 255)
 
-                def scores(values: torch.Tensor) -> torch.Tensor:
-                    return mixture.channel_log_probs(params, t, k, model.mixtures, values)
-
-                new, margins[:, k, r, col] = choose(scores, levels[:, k, r, col], eps, threshold_bits)
+                dist = SubPixel(params, t, k, model.mixtures)
+                new, margins[:, k, r, col] = choose(dist, levels[:, k, r, col], eps, threshold_bits)
                 levels[:, k, r, col] = new
     return levels.to(x.dtype) / 255, margins
 

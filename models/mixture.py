@@ -29,7 +29,9 @@ def split_params(params: torch.Tensor, channels: int, mixtures: int) -> tuple[to
     m, c = mixtures, channels
     logit = params[..., :m]
     rest = params[..., m:].unflatten(-1, (-1, m))
-    means, log_scales, coeffs = rest[..., :c, :], rest[..., c : 2 * c, :], torch.tanh(rest[..., 2 * c :, :])
+    means, log_scales, coeffs = rest[..., :c, :], rest[..., c : 2 * c, :], rest[..., 2 * c :, :]
+    if c > 1:
+        coeffs = torch.tanh(coeffs)
     return F.log_softmax(logit, -1), means, log_scales.clamp(min=MIN_LOG_SCALE), coeffs
 
 
@@ -49,15 +51,41 @@ def _conditional_means(means: torch.Tensor, coeffs: torch.Tensor, t: torch.Tenso
     return torch.stack(out, -2)
 
 
+def _softplus_neg_abs(z: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(-|z|)), shared by logsigmoid(z) and logsigmoid(-z). (torch's logsigmoid and log1p are not
+    vectorised on CPU and cost ten times more; the absolute error of this form is below 1e-6.)"""
+    return torch.log(1 + torch.exp(-z.abs()))
+
+
 def _log_bin_prob(t: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """log P(value t) under discretised logistics (broadcasting); t on the grid 2v/255 - 1."""
     inv_s = torch.exp(-log_scale)
     a = (t - mean + HALF_BIN) * inv_s
     b = (t - mean - HALF_BIN) * inv_s
-    middle = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(-2 * HALF_BIN * inv_s))
-    low = F.logsigmoid(a)  # v = 0: the interval reaches -inf
-    high = F.logsigmoid(-b)  # v = 255: the interval reaches +inf
-    return torch.where(t < -1 + HALF_BIN, low, torch.where(t > 1 - HALF_BIN, high, middle))
+    log_sig_a = a.clamp(max=0) - _softplus_neg_abs(a)  # log sigmoid(a): the interval's upper end
+    log_sig_neg_b = (-b).clamp(max=0) - _softplus_neg_abs(b)  # log(1 - sigmoid(b)): its lower end
+    middle = log_sig_a + log_sig_neg_b + _log_width(inv_s)
+    return torch.where(t < -1 + HALF_BIN, log_sig_a, torch.where(t > 1 - HALF_BIN, log_sig_neg_b, middle))
+
+
+def _log_width(inv_s: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(b - a)) of an interior interval: it depends on the scale only."""
+    return torch.log(-torch.expm1(-2 * HALF_BIN * inv_s))
+
+
+def _log_window_probs(lo: torch.Tensor, count: int, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(v) for the consecutive levels v = lo .. lo + count - 1 (lo (B,), mean and log_scale (B, M)), from the
+    count + 1 interval ends they share: (B, count, M). Levels outside 0..255 get meaningless values (callers mask)."""
+    inv_s = torch.exp(-log_scale)[:, None, :]
+    ends = (lo[:, None] + torch.arange(count + 1, device=lo.device)).to(mean.dtype) * (2 / 255) - 1 - HALF_BIN
+    z = (ends[..., None] - mean[:, None, :]) * inv_s  # (B, count + 1, M)
+    soft = _softplus_neg_abs(z)
+    log_sig = z.clamp(max=0) - soft
+    log_sig_neg = (-z).clamp(max=0) - soft
+    upper, lower = log_sig[:, 1:], log_sig_neg[:, :-1]
+    middle = upper + lower + _log_width(inv_s)
+    levels = (lo[:, None] + torch.arange(count, device=lo.device))[..., None]
+    return torch.where(levels <= 0, upper, torch.where(levels >= LEVELS - 1, lower, middle))
 
 
 def to_levels(x: torch.Tensor) -> torch.Tensor:
@@ -80,14 +108,45 @@ def log_prob(params: torch.Tensor, x: torch.Tensor, mixtures: int) -> torch.Tens
     return torch.logsumexp(log_w + per_channel.sum(-2), -1)
 
 
-def channel_log_probs(params: torch.Tensor, t: torch.Tensor, channel: int, mixtures: int,
-                      values: torch.Tensor | None = None) -> torch.Tensor:
-    """Log-probabilities of candidate values of one channel at one position, given the earlier channels there.
+def _window_probs(lo: torch.Tensor, count: int, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """P(v) per component for the consecutive levels v = lo .. lo + count - 1: (B, count, M), from sigmoids of the
+    count + 1 interval ends they share. Each difference is taken on the side of the component's mean where it does not
+    cancel (sigmoid(a) - sigmoid(b) below the mean, sigmoid(-b) - sigmoid(-a) above), so it keeps its relative
+    precision until it underflows (|z| > ~87, far in a tail); the open end intervals of levels 0 and 255 come from
+    infinite ends, which sigmoid maps exactly."""
+    ends = (lo[:, None] + torch.arange(count + 1, device=lo.device)).to(mean.dtype) * (2 / 255) - 1 - HALF_BIN
+    ends = ends.masked_fill(ends < -1, float("-inf")).masked_fill(ends > 1, float("inf"))
+    z = (ends[..., None] - mean[:, None, :]) * torch.exp(-log_scale)[:, None, :]  # (B, count + 1, M)
+    below = torch.sigmoid(z)
+    above = torch.sigmoid(-z)
+    centre = z[:, 1:] + z[:, :-1]  # the sign of the interval's midpoint relative to the mean
+    return torch.where(centre < 0, below[:, 1:] - below[:, :-1], above[:, :-1] - above[:, 1:])
 
-    ``params`` (B, P) and ``t`` (B, C) on the [-1, 1] grid (only channels before ``channel`` are read); ``values`` (B, K)
-    integer levels 0..255 to score, by default all 256 (the paper's 256-way softmax). The conditional of a later
-    channel weights each component by how well it explained the earlier channels (its posterior): the exact
-    conditional of the joint mixture. The result is normalised over all 256 levels whatever ``values`` holds.
+
+def channel_probs(params: torch.Tensor, t: torch.Tensor, channel: int, mixtures: int, lo: torch.Tensor,
+                  count: int) -> torch.Tensor:
+    """Probabilities of the levels lo .. lo + count - 1 of one channel at one position, given the earlier channels
+    of that position: (B, count), the fast path of :func:`channel_log_probs` (same arguments). Values that underflow
+    are 0: callers needing a ranking among them fall back to :func:`channel_log_probs`."""
+    c = t.shape[-1]
+    log_w, means, log_scales, coeffs = split_params(params, c, mixtures)
+    means = _conditional_means(means, coeffs, t)
+    if channel:
+        earlier = _log_bin_prob(t[..., :channel, None], means[..., :channel, :], log_scales[..., :channel, :])
+        log_w = log_w + earlier.sum(-2)
+    weights = torch.softmax(log_w, -1)
+    per_level = _window_probs(lo, count, means[..., channel, :], log_scales[..., channel, :])
+    return torch.matmul(per_level, weights[..., None])[..., 0]
+
+
+def channel_log_probs(params: torch.Tensor, t: torch.Tensor, channel: int, mixtures: int,
+                      lo: torch.Tensor | None = None, count: int = LEVELS) -> torch.Tensor:
+    """Log-probabilities of the levels lo .. lo + count - 1 of one channel at one position, given the earlier channels
+    of that position: (B, count), normalised over the 256 levels (levels outside 0..255 are meaningless: mask them).
+
+    ``params`` (B, P) and ``t`` (B, C) on the [-1, 1] grid (only channels before ``channel`` are read). By default all
+    256 levels: the paper's 256-way softmax. The conditional of a later channel weights each component by how well it
+    explained the earlier channels (its posterior): the exact conditional of the joint mixture.
     """
     c = t.shape[-1]
     log_w, means, log_scales, coeffs = split_params(params, c, mixtures)
@@ -96,8 +155,9 @@ def channel_log_probs(params: torch.Tensor, t: torch.Tensor, channel: int, mixtu
         earlier = _log_bin_prob(t[..., :channel, None], means[..., :channel, :], log_scales[..., :channel, :])
         log_w = log_w + earlier.sum(-2)
     log_w = log_w - torch.logsumexp(log_w, -1, keepdim=True)
-    if values is None:
-        values = torch.arange(LEVELS, device=params.device).expand(params.shape[0], LEVELS)
-    grid = values.to(params.dtype) * (2 / 255) - 1
-    per_value = _log_bin_prob(grid[..., None], means[..., None, channel, :], log_scales[..., None, channel, :])
-    return torch.logsumexp(log_w[..., None, :] + per_value, -1)
+    if lo is None:
+        lo = torch.zeros(params.shape[0], dtype=torch.long, device=params.device)
+    per_level = _log_window_probs(lo, count, means[..., channel, :], log_scales[..., channel, :])
+    joint = log_w[:, None, :] + per_level
+    top = joint.amax(-1, keepdim=True)  # logsumexp by hand: torch's is several times slower on these small tensors
+    return (joint - top).exp().sum(-1).log() + top[..., 0]

@@ -39,6 +39,12 @@ class ShiftedConv(nn.Module):
         return self.conv(F.pad(x, self.pad))
 
 
+def elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU written with exp: torch's elu (and expm1) are not vectorised on CPU and cost ten times more here. The
+    incremental evaluator computes it in the same order, so both paths round alike."""
+    return torch.exp(x.clamp(max=0)) - 1 + x.clamp(min=0)
+
+
 def down_shift(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
 
@@ -58,10 +64,10 @@ class GatedResidual(nn.Module):
         self.conv_out = ShiftedConv(filters, 2 * filters, size, right)
 
     def forward(self, x: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv_in(F.elu(x))
+        h = self.conv_in(elu(x))
         if self.aux is not None:
-            h = h + self.aux(F.elu(a))
-        gate_a, gate_b = self.conv_out(self.dropout(F.elu(h))).chunk(2, 1)
+            h = h + self.aux(elu(a))
+        gate_a, gate_b = self.conv_out(self.dropout(elu(h))).chunk(2, 1)
         return x + gate_a * torch.sigmoid(gate_b)
 
 
@@ -99,7 +105,7 @@ class PixelCNN(nn.Module):
         for u_block, ul_block in zip(self.u_blocks, self.ul_blocks):
             u = u_block(u)
             ul = ul_block(ul, u)
-        return self.head(F.elu(ul))
+        return self.head(elu(ul))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Per-image log-likelihood in nats of 8-bit images x in [0, 1]."""

@@ -17,12 +17,19 @@ from models import mixture
 from models.pixelcnn import PixelCNN
 from models.pixelcnn_fast import IncrementalPixelCNN
 
-NEAR_TIE = 1e-4  # nats: float32 reordering moves log-probabilities by ~1e-6 here
+NEAR_TIE = 1e-3  # nats: float32 reordering moves parameters by ~1e-6, times scales of up to ~100 levels^-1
 
 
 def tiny(shape, seed=0, dtype=torch.float32):
+    """An untrained PixelCNN, its distributions sharpened (scales ~2 levels) like a trained one's: a freshly
+    initialised network is nearly flat, and flat distributions are all near ties."""
     torch.manual_seed(seed)
-    return PixelCNN(shape, filters=8, blocks=2, mixtures=3).eval().to(dtype)
+    model = PixelCNN(shape, filters=8, blocks=2, mixtures=3).eval()
+    m, c = model.mixtures, shape[0]
+    with torch.no_grad():
+        model.head.weight.mul_(4)
+        model.head.bias[m + c * m : m + 2 * c * m] = -4.0  # the log-scales
+    return model.to(dtype)
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 7)])
@@ -113,7 +120,6 @@ def test_fast_purification_equals_the_reference(shape, threshold):
     fast = purify(model, x, 32, threshold)
     ref, margins = purify_reference(model, x, 32, threshold)
     ties = first_difference_is_a_near_tie(fast, ref, margins)
-    # untrained networks are nearly flat, so near ties are commoner here than with a trained PixelCNN
     print(f"{shape}, threshold {threshold}: {ties} of 64 images differ, each first at a near tie")
     assert (fast != mixture.to_levels(x) / 255).float().mean() > 0.1  # it did purify
 
@@ -154,8 +160,9 @@ def test_image_level_adaptive_purifies_only_unlikely_inputs():
     out = d.purify(x)
     for i in order[:3]:
         assert torch.equal(out[i], x[i])  # looks clean (p-value 1): untouched
-    for i in order[3:]:
-        assert torch.equal(out[i], purify(model, x[i : i + 1], 32)[0])
+    suspicious = torch.zeros(6, dtype=torch.bool)
+    suspicious[order[3:]] = True
+    assert torch.equal(out[suspicious], purify(model, x[suspicious], 32))
     assert d.detect(x, None).tolist() == [bool(v) for v in (bpd > d.reference_bpd[0]).tolist()]
 
 
@@ -170,3 +177,28 @@ def test_bad_eps_defend_and_foreign_pixelcnns_are_refused(digits):
         check_pixelcnn_fits(meta, digits)
     with pytest.raises(BenchError, match="trained on"):
         PixelDefend().use_pixelcnn(tiny((1, 28, 28)), meta, digits)
+
+
+def test_probabilities_agree_with_log_probabilities():
+    model, x = tiny((3, 5, 5)), torch.rand(4, 3, 5, 5)
+    params, t = model(x)[:, :, 2, 2], mixture.to_grid(x[:, :, 2, 2])
+    lo = torch.tensor([-3, 0, 100, 230])
+    for k in range(3):
+        p = mixture.channel_probs(params, t, k, model.mixtures, lo, 30)
+        logp = mixture.channel_log_probs(params, t, k, model.mixtures, lo, 30)
+        valid = (lo[:, None] + torch.arange(30) >= 0) & (lo[:, None] + torch.arange(30) <= 255)
+        shown = valid & (p > 1e-30)  # below that, probabilities underflow: choose() ranks those in log space
+        assert (logp[valid & ~shown] < -60).all()
+        torch.testing.assert_close(p[shown].log(), logp[shown], atol=1e-3, rtol=1e-4)
+
+
+def test_candidates_deep_in_a_tail_are_ranked_in_log_space():
+    # one sharp component at level 10: every candidate around level 200 underflows to probability 0
+    m = 1
+    params = torch.tensor([[0.0, 10 * 2 / 255 - 1, -7.0]])  # weight logit, mean, log-scale
+    t = torch.zeros(1, 1)
+    assert mixture.channel_probs(params, t, 0, m, torch.tensor([170]), 65).max() == 0
+    from defenses.pixeldefend import SubPixel, choose
+
+    new, margin = choose(SubPixel(params, t, 0, m), torch.tensor([202]), 32, None)
+    assert new.item() == 170 and margin.item() > 1  # the candidate nearest the mode, by a wide margin
