@@ -79,3 +79,13 @@ def test_unknown_pixelcnn_size_is_one_line():
     result = CliRunner().invoke(main, ["train", "pixelcnn", "--dataset", "digits", "--size", "huge"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == ["bench: error: unknown PixelCNN size 'huge'; sizes: tiny, small, large"]
+
+
+def test_examples_figure_shows_clean_adversarial_and_purified(tmp_path: Path):
+    args = ["examples", "--dataset", "digits", "--n", "4", "--attack", "fgsm", "--quiet", "--figures", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "digits_resnet_pixeldefend_fgsm_examples.png").stat().st_size > 1000
+    refused = CliRunner().invoke(main, [*args[:-2], "--defense", "adv-fgsm", "--figures", str(tmp_path)])
+    assert refused.exit_code == 2
+    assert "does not transform its input" in refused.output
