@@ -243,9 +243,10 @@ def leaderboard(check: bool, results_dir: Path, output: Path) -> None:
               show_default=True)
 def plot(results_dir: Path) -> None:
     """Draw figures from the records into RESULTS_DIR/figures (linked from the leaderboard)."""
+    from .detection import detection_figures
     from .plots import accuracy_heatmaps
 
-    for path in accuracy_heatmaps(results_dir):
+    for path in [*accuracy_heatmaps(results_dir), *detection_figures(results_dir)]:
         click.echo(f"wrote {path}")
 
 
