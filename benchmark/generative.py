@@ -52,7 +52,7 @@ PRESETS = {
     "small": PixelCNNConfig(),
     "large": PixelCNNConfig(filters=64, blocks=8, mixtures=10, dropout=0.1, epochs=20),
 }
-EPOCHS_FOR = {"mnist": 1, "fashion-mnist": 1, "cifar10": 5}  # the full data sets have 12-17x more images per epoch
+EPOCHS_FOR = {"digits": 3, "mnist": 1, "fashion-mnist": 1, "cifar10": 5}  # digits: tests; full sets: 12-17x more images
 
 
 def pixelcnn_config(dataset: str, size: str = "small") -> PixelCNNConfig:
