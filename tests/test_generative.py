@@ -89,3 +89,11 @@ def test_examples_figure_shows_clean_adversarial_and_purified(tmp_path: Path):
     refused = CliRunner().invoke(main, [*args[:-2], "--defense", "adv-fgsm", "--figures", str(tmp_path)])
     assert refused.exit_code == 2
     assert "does not transform its input" in refused.output
+
+
+def test_pixeldefend_benchmark_runs_and_compares_outputs():
+    from benchmark.perf_pixeldefend import pixeldefend_speed
+
+    row = pixeldefend_speed("digits", batch=4, reference_rows=1, device="cpu")
+    assert row["images_equal"] + row["images_near_tie"] == 4 and row["images_different"] == 0
+    assert row["reference_rows_run"] == 1 and row["speedup"] > 0 and row["fast_over_forward"] > 0
