@@ -38,6 +38,14 @@ class Attack:
         """The attack's parameters, recorded with every result."""
         return dict(self._options)
 
+    def budgets(self, eps: tuple[float, ...]) -> tuple[float, ...]:
+        """The budgets this attack runs at, in its own norm, given the run's L-infinity budgets ``eps``.
+
+        Most attacks run at ``eps`` itself; one measured in another norm (pgd-l2) returns its own budgets, which its
+        records then carry in ``config.eps`` and the harness checks in that norm.
+        """
+        return eps
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None) -> torch.Tensor:
         """Adversarial inputs for ``x`` (N, C, H, W in [0, 1]) with true labels ``y``.
 

@@ -35,8 +35,11 @@ def parse_eps_list(values: Iterable[str]) -> tuple[float, ...]:
     return tuple(sorted(parsed))
 
 
-def format_eps(eps: float) -> str:
-    """``0.03137...`` as ``8/255`` when it is a whole number of 255ths, else a short decimal."""
+def format_eps(eps: float, norm: str = "linf") -> str:
+    """``0.03137...`` as ``8/255`` when it is a whole number of 255ths, else a short decimal. Budgets in another norm
+    than L-infinity (pgd-l2's L2 radii) are not pixel values: always a short decimal."""
+    if norm != "linf":
+        return f"{eps:.4g}"
     k = eps * 255
     if abs(k - round(k)) < 1e-6:
         return f"{int(round(k))}/255"

@@ -87,27 +87,34 @@ def _common_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--eps", "eps_values", multiple=True,
               help="Budgets in [0,1] pixel space, repeatable or comma-separated: 8/255 or 0.0314 (default: the paper's).")
 @click.option("--n", type=int, default=100, show_default=True, help="Number of test points.")
-@click.option("--threat", type=click.Choice(THREATS), default="oblivious", show_default=True, help="Threat model.")
+@click.option("--threat", type=click.Choice(THREATS), default="oblivious", show_default=True,
+              help="oblivious: attack the classifier; adaptive: the whole defended pipeline (BPDA, EOT); "
+                   "transfer: a separately trained substitute classifier.")
+@click.option("--eot-samples", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Adaptive, randomised defenses: draws of the pipeline averaged per gradient (EOT).")
+@click.option("--eval-draws", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Adaptive, randomised defenses: draws per evaluated input; correct only if correct in all.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Where records are written (and looked up to resume).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
 @_common_model_options
-def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, results_dir, batch_size, data_root,
-        download, device, seed, quiet) -> None:
+def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_samples, eval_draws, results_dir,
+        batch_size, data_root, download, device, seed, quiet) -> None:
     """Evaluate defenses against attacks; one record per cell under RESULTS_DIR (finished cells are skipped)."""
     _setup(quiet)
     from .budgets import parse_eps_list
     from .registry import ATTACKS, DEFENSES
     from .runner import RunPlan
     from .runner import run as run_grid
+    from .threats import ThreatOptions
     from .vocab import Threat
 
     _report_broken_plugins()
     plan = RunPlan(
         dataset=dataset, model=model, defenses=tuple(DEFENSES.select(defense_spec)),
         attacks=tuple(ATTACKS.select(attack_spec)), eps=parse_eps_list(eps_values) if eps_values else None,
-        n=n, threat=Threat(threat), seed=seed, device=device, results_dir=results_dir, batch_size=batch_size,
-        data_root=data_root, download=download,
+        n=n, threat=Threat(threat), threat_options=ThreatOptions(eot_samples, eval_draws), seed=seed, device=device,
+        results_dir=results_dir, batch_size=batch_size, data_root=data_root, download=download,
     )
     results = run_grid(plan)
     click.echo(_results_table(results))
@@ -129,7 +136,8 @@ def _results_table(results) -> str:
             rows.append([r.defense, r.attack, r.status, "", "", r.message])
             continue
         s, cfg = r.record["summary"], r.record["config"]
-        robust = "  ".join(f"{format_eps(e)}: {100 * a:.1f}" for e, a in zip(cfg["eps"], s["robust_accuracy"]))
+        norm = r.record["attack"]["norm"] if r.record["attack"]["kind"] == "fixed-eps" else "linf"
+        robust = "  ".join(f"{format_eps(e, norm)}: {100 * a:.1f}" for e, a in zip(cfg["eps"], s["robust_accuracy"]))
         rows.append([r.defense, r.attack, r.status, f"{100 * s['clean_accuracy']:.1f}", robust, f"n={cfg['n']}"])
     return tabulate(rows, headers=["defense", "attack", "status", "clean %", "robust % per budget", ""],
                     tablefmt="simple")

@@ -29,7 +29,12 @@ class DefenseContext:
 
 
 class Defense:
-    """Base class. Override :meth:`training_loss` (training part) and/or :meth:`purify` (inference part)."""
+    """Base class. Override :meth:`training_loss` (training part) and/or :meth:`purify` (inference part).
+
+    A non-differentiable purifier may also define ``bpda_surrogate(self, x) -> Tensor``: a differentiable
+    approximation of :meth:`purify` whose gradient adaptive attacks use instead (BPDA; see :mod:`attacks.adaptive`).
+    Without one they take the identity's gradient (straight-through).
+    """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""

@@ -25,6 +25,7 @@ than silently dropping the record's cells. Figures (:func:`detection_figures`) a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from .registry import natural_key
 
 if TYPE_CHECKING:  # torch stays out of module import: the leaderboard reads detection records without it
     import torch
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 DETECTION_SUBDIR = "detection"
@@ -195,6 +198,11 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
     dataset = load_dataset(plan.dataset, plan.data_root, plan.download)
     points = dataset.test_points(plan.n)  # the runner's points: the first n of the test order
     eps = plan.eps or dataset.default_eps
+    for name in [n for n, a in attacks.items() if tuple(a.budgets(eps)) != tuple(eps)]:
+        # one record holds one budget list: an attack in another norm (pgd-l2) does not fit it
+        log.warning("%s runs at its own budgets, not %s; left out of the detection record", name,
+                    ", ".join(format_eps(e) for e in eps))
+        del attacks[name]
     test_hash = points.sha256()
     config = {"dataset": plan.dataset, "model": plan.model, "n": len(points), "seed": plan.seed,
               "eps": [float(e) for e in eps], "attacks": [], "pixelcnn_size": plan.pixelcnn_size}

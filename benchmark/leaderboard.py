@@ -3,8 +3,11 @@
 Rules:
 
 - One section per (data set, classifier model), sorted by name. Inside, one row per group of records that share
-  defense, threat model, n, seed, budgets and test points (``test_points_sha256``): records that differ in any of
-  them are never merged. Rows are sorted by worst-case accuracy (largest budget first, highest first), ties by name.
+  defense, threat model, n, seed, budgets (values and norm) and test points (``test_points_sha256``): records that
+  differ in any of them are never merged. Budgets are L-infinity except those of a fixed-eps attack in another norm
+  (pgd-l2), which are shown with their norm ("L2 1.5, 3"); a row counts as incomplete (‡) only against the attacks
+  of rows with budgets in the same norm. Rows are sorted by worst-case accuracy (largest budget first, highest
+  first), ties by name.
 - Columns: defense, threat, clean accuracy (the defended pipeline on clean inputs, from the row's first record by
   attack name), one column per attack present in the section (natural sort; "–" where the row lacks it), the worst
   case with its 95% Wilson interval, the mean defense time per image, n and seed. Attack cells give the accuracy on
@@ -81,6 +84,7 @@ class RowKey:
     seed: int
     eps: tuple[float, ...]
     test_points: str
+    norm: str = "linf"  # the budgets' norm (see budget_norm)
 
 
 @dataclass(frozen=True)
@@ -107,11 +111,17 @@ def _section_key(rec: LoadedRecord) -> tuple[str, str]:
     return str(_config(rec)["dataset"]), str(_config(rec)["model"])
 
 
+def budget_norm(rec: LoadedRecord) -> str:
+    """The norm of a record's budgets: a fixed-eps attack's own; L-infinity for minimal attacks (clipped into it)."""
+    attack = rec.data.get("attack") or {}
+    return str(attack.get("norm", "linf")) if attack.get("kind") == "fixed-eps" else "linf"
+
+
 def _row_key(rec: LoadedRecord) -> RowKey:
     c = _config(rec)
     eps = tuple(float(e) for e in c["eps"])  # as stored: the per-budget outcomes follow this order
     return RowKey(str(c["defense"]), str(c["threat"]), int(c["n"]), int(c["seed"]), eps,
-                  str(rec.data.get("test_points_sha256", "")))
+                  str(rec.data.get("test_points_sha256", "")), budget_norm(rec))
 
 
 def _record_sort_key(rec: LoadedRecord) -> tuple[Any, ...]:
@@ -178,7 +188,7 @@ def _row_sort_key(row: Row) -> tuple[Any, ...]:
     n = max(row.key.n, 1)
     worst = tuple(-Fraction(k, n) for k in reversed(row.worst))
     k = row.key
-    return (worst, natural_key(k.defense), k.threat, k.n, k.seed, k.eps, k.test_points)
+    return (worst, natural_key(k.defense), k.threat, k.n, k.seed, k.eps, k.test_points, k.norm)
 
 
 def _sections(records: Iterable[LoadedRecord]) -> dict[tuple[str, str], list[Row]]:
@@ -196,8 +206,8 @@ def _adaptive_defenses(records: Iterable[LoadedRecord]) -> set[tuple[str, str, s
 
 
 # -- tables -------------------------------------------------------------------------------------------------------
-def _eps_text(eps: Sequence[float]) -> str:
-    return ", ".join(format_eps(e) for e in eps)
+def _eps_text(eps: Sequence[float], norm: str = "linf") -> str:
+    return ("" if norm == "linf" else f"{norm.upper()} ") + ", ".join(format_eps(e, norm) for e in eps)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -220,7 +230,7 @@ def _our_row(row: Row, attacks: Sequence[str], per_row_eps: bool, marked: bool, 
     return [
         k.defense + (f" {OBLIVIOUS_MARK}" if marked else ""),
         k.threat,
-        *([_eps_text(k.eps)] if per_row_eps else []),
+        *([_eps_text(k.eps, k.norm)] if per_row_eps else []),
         str(clean),
         *_attack_cells(row, attacks),
         _joined(_percent(c, k.n) for c in row.worst) + (f" {INCOMPLETE_MARK}" if incomplete else ""),
@@ -262,8 +272,12 @@ def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[s
                "worst case", "95% CI", "ms/img", "n", "seed"]
     body: list[list[str]] = []
     any_marked = any_incomplete = False
+    same_norm: dict[str, set[str]] = {}
     for row in rows:
-        incomplete = len(row.records) < len(attacks)  # its worst case misses attacks that other rows faced
+        same_norm.setdefault(row.key.norm, set()).update(_attack(r) for r in row.records)
+    for row in rows:
+        # its worst case misses attacks that other rows with budgets in its norm faced
+        incomplete = len(row.records) < len(same_norm[row.key.norm])
         any_incomplete |= incomplete
         marked = row.key.threat == "oblivious" and (dataset, model, row.key.defense) not in adaptive
         any_marked |= marked
@@ -284,8 +298,9 @@ def _detection_table(rows: list[Row], per_row_eps: bool) -> str | None:
             k = row.key
             detected = _joined(_percent(c, k.n) for c in _counts(out["detected"]))
             false_pos = str(_percent(sum(bool(v) for v in out["clean_detected"]), k.n))
-            sort_key = (natural_key(k.defense), k.threat, natural_key(_attack(rec)), k.n, k.seed, k.eps, k.test_points)
-            cells = [k.defense, k.threat, _attack(rec), *([_eps_text(k.eps)] if per_row_eps else []),
+            sort_key = (natural_key(k.defense), k.threat, natural_key(_attack(rec)), k.n, k.seed, k.eps, k.test_points,
+                        k.norm)
+            cells = [k.defense, k.threat, _attack(rec), *([_eps_text(k.eps, k.norm)] if per_row_eps else []),
                      detected, false_pos, str(k.n), str(k.seed)]
             body.append((sort_key, cells))
     if not body:
@@ -360,11 +375,11 @@ def _detection_section(det: LoadedDetection, figures: Sequence[str]) -> str:
 # -- the document -------------------------------------------------------------------------------------------------
 def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
              datasets: Sequence[str], figures: Sequence[str]) -> str:
-    budgets = {row.key.eps for row in rows}
+    budgets = {(row.key.eps, row.key.norm) for row in rows}
     per_row_eps = len(budgets) > 1
     parts = [f"## {dataset} / {model}"]
     if not per_row_eps:
-        parts.append(f"Budgets ε: {_eps_text(next(iter(budgets)))}.")
+        parts.append(f"Budgets ε: {_eps_text(*next(iter(budgets)))}.")
     table, any_marked, any_incomplete = _main_table(dataset, model, rows, adaptive, per_row_eps)
     parts.append(table)
     if any_marked:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .budgets import format_eps
-from .leaderboard import FIGURES_SUBDIR
+from .leaderboard import FIGURES_SUBDIR, budget_norm
 from .records import LoadedRecord, load_all
 from .registry import natural_key
 
@@ -26,7 +26,8 @@ def _grid(recs: list[LoadedRecord], eps_index: int) -> tuple[list[str], list[str
 
 
 def accuracy_heatmaps(results_dir: Path) -> list[Path]:
-    """One figure per (data set, model, budgets) of oblivious records; returns the files written."""
+    """One figure per (data set, model, budgets) of oblivious records with L-infinity budgets (an attack in another
+    norm, pgd-l2, would otherwise overwrite the file with a figure of its own budgets); returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +36,7 @@ def accuracy_heatmaps(results_dir: Path) -> list[Path]:
     groups: dict[tuple[str, str, tuple[float, ...]], list[LoadedRecord]] = {}
     for r in load_all(results_dir):
         c = r.data["config"]
-        if c["threat"] == "oblivious":
+        if c["threat"] == "oblivious" and budget_norm(r) == "linf":
             groups.setdefault((c["dataset"], c["model"], tuple(c["eps"])), []).append(r)
     written = []
     for (dataset, model, eps), recs in sorted(groups.items()):

@@ -4,9 +4,15 @@ A cell is (data set, classifier, defense, attack, threat model, budgets, n, seed
 normalised config, so a rerun finds finished cells and skips them. Records are written atomically, so an interrupted
 run never leaves a partial one. The schema (version 1):
 
-``config``      the cell: dataset, model, defense, attack, threat, eps (sorted floats), n, seed
-``attack``      norm, kind, implementation and options of the attack
-``defense``     traits and options of the defense
+``config``      the cell: dataset, model, defense, attack, threat, eps (sorted floats, in the attack's own norm for a
+                fixed-eps attack: L2 for pgd-l2, else L-infinity), n, seed; and, under the adaptive and transfer
+                threat models only (so that oblivious ids never changed), ``threat_options``: adaptive
+                {eot_samples, eval_draws}, transfer {substitute, substitute_seed}
+``attack``      norm, kind, implementation and options of the attack (adaptive: plus ``gradients``, how each purifier
+                is differentiated: exact, bpda-surrogate or bpda-identity, and ``eot_samples``, draws per gradient)
+``defense``     traits and options of the defense; ``eval_draws``, draws of the pipeline per evaluated input (an
+                example is correct only if correct in all; above 1 only for randomised defenses under adaptive)
+``substitute``  transfer: store key, architecture, seed and test accuracy of the attacked substitute; else null
 ``classifier``  store key, clean test accuracy and training-time defense of the classifier
 ``test_points_sha256``  hash of the exact test points (pixels and labels)
 ``outcomes``    per example (lists of length n; per-budget lists aligned with ``config.eps``):
@@ -32,12 +38,15 @@ from .hashing import config_hash
 SCHEMA = 1
 RECORDS_SUBDIR = "records"
 CONFIG_KEYS = ("dataset", "model", "defense", "attack", "threat", "eps", "n", "seed")
+THREAT_OPTIONS = "threat_options"  # in the config of adaptive and transfer cells only
 
 
 def normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     out = {k: config[k] for k in CONFIG_KEYS}
     out["eps"] = sorted(float(e) for e in out["eps"])
     out["n"], out["seed"] = int(out["n"]), int(out["seed"])
+    if config.get(THREAT_OPTIONS) is not None:
+        out[THREAT_OPTIONS] = dict(config[THREAT_OPTIONS])
     return out
 
 

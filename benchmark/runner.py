@@ -2,7 +2,9 @@
 
 A cell whose record exists is skipped, so an interrupted run resumes where it stopped; each record is written
 atomically the moment its cell finishes, so Ctrl-C or a kill never loses a finished cell. Classifiers are built once
-per training configuration and adversarial inputs once per (classifier, attack) (see :mod:`benchmark.adversarial`).
+per training configuration and adversarial inputs once per (attacked model, attack) (see :mod:`benchmark.adversarial`):
+the classifier (oblivious) or the substitute (transfer) for every defense at once, the defended pipeline (adaptive)
+per defense (see :mod:`benchmark.threats`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from .progress import progress
 from .provenance import git_commit, versions
 from .registry import ATTACKS, DATASETS, MODELS
 from .store import ModelStore
+from .threats import ThreatOptions, adaptive_target, config_options, eval_draws, substitute_for
 from .vocab import Threat
 from .zoo import classifier_spec, get_classifier
 
@@ -45,6 +48,7 @@ class RunPlan:
     eps: tuple[float, ...] | None = None  # None: the data set's defaults (the paper's budgets)
     n: int | None = 100
     threat: Threat = Threat.OBLIVIOUS
+    threat_options: ThreatOptions = ThreatOptions()
     seed: int = 0
     device: str = "auto"
     results_dir: Path = Path("results")
@@ -60,6 +64,17 @@ class CellResult:
     status: str  # "done", "skipped" (record existed) or "failed"
     record: dict[str, Any] | None = None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The model an attack runs on for some defenses, and what their records say about it."""
+
+    defenses: list[str]
+    model: nn.Module
+    cache_key: dict[str, Any]
+    attack_options: dict[str, Any]  # recorded beside the attack's own options (adaptive: gradients, EOT)
+    substitute: dict[str, Any] | None  # transfer: the attacked substitute
 
 
 @dataclass
@@ -83,9 +98,11 @@ def ensure_writable(results_dir: Path) -> None:
 
 
 def cell_config(plan: RunPlan, defense: str, attack: str, eps: tuple[float, ...], n: int) -> dict[str, Any]:
+    """The cell's config; ``eps`` are the attack's own budgets (:meth:`Attack.budgets`)."""
     return records.normalise_config({
         "dataset": plan.dataset, "model": plan.model, "defense": defense, "attack": attack,
         "threat": plan.threat.value, "eps": list(eps), "n": n, "seed": plan.seed,
+        records.THREAT_OPTIONS: config_options(plan.threat, plan.model, plan.seed, plan.threat_options),
     })
 
 
@@ -95,13 +112,17 @@ def _sync(device: torch.device) -> None:
 
 
 def defended_predictions(
-    defense: Defense, classifier: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, seed: int
+    defense: Defense, classifier: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, seed: int,
+    draw: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(predictions, detector flags or None, defense milliseconds per example) of the defended pipeline on ``x``."""
+    """(predictions, detector flags or None, defense milliseconds per example) of the defended pipeline on ``x``.
+
+    ``draw`` numbers independent draws of a randomised pipeline (draw 0 is seeded as before draws existed)."""
     preds, flags, ms = [], [], []
+    label = "defense:" + defense.name + (f"#draw{draw}" if draw else "")
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device)
-        torch.manual_seed(batch_seed(seed, "defense:" + defense.name, start))
+        torch.manual_seed(batch_seed(seed, label, start))
         _sync(device)
         t0 = time.perf_counter()
         purified = defense.purify(xb) if defense.purifies else xb
@@ -116,6 +137,19 @@ def defended_predictions(
     return torch.cat(preds), (torch.cat(flags) if flags else None), torch.cat(ms)
 
 
+def defended_correct(
+    defense: Defense, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+    device: torch.device, seed: int, draws: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Per example, whether the pipeline classifies ``x`` correctly in every one of ``draws`` independent draws (one
+    lucky draw must not make a randomised defense look robust); detector flags and timings of the first draw."""
+    preds, flags, ms = defended_predictions(defense, classifier, x, batch_size, device, seed)
+    correct = preds == y
+    for draw in range(1, draws):
+        correct &= defended_predictions(defense, classifier, x, batch_size, device, seed, draw)[0] == y
+    return correct, flags, ms
+
+
 def _ints(t: torch.Tensor) -> list[int]:
     return [int(v) for v in t.tolist()]
 
@@ -128,7 +162,7 @@ def build_record(
     config: dict[str, Any], attack: Attack, defense: Defense, classifier_meta: dict[str, Any], points: Split,
     test_hash: str, clean: _CleanEval, adv: AdversarialSet, adv_correct: list[torch.Tensor],
     undefended_correct: list[torch.Tensor], detected: list[torch.Tensor] | None, device: torch.device,
-    started: float, defense_seconds: float,
+    started: float, defense_seconds: float, source: _Source | None = None, draws: int = 1,
 ) -> dict[str, Any]:
     n_eps = len(config["eps"])
     robust = [float(c.float().mean()) for c in adv_correct]
@@ -151,8 +185,10 @@ def build_record(
         "id": records.record_id(config),
         "config": config,
         "attack": {"norm": attack.norm.value, "kind": attack.kind.value, "implementation": attack.library,
-                   "options": attack.options(), "randomised": attack.randomised},
-        "defense": {"traits": defense.traits(), "options": defense.options()},
+                   "options": {**attack.options(), **(source.attack_options if source else {})},
+                   "randomised": attack.randomised},
+        "defense": {"traits": defense.traits(), "options": defense.options(), "eval_draws": draws},
+        "substitute": source.substitute if source else None,
         "classifier": {"key": classifier_meta["key"], "test_accuracy": classifier_meta["metrics"]["test_accuracy"],
                        "training_defense": classifier_meta["spec"].get("training_defense")},
         "test_points_sha256": test_hash,
@@ -170,10 +206,13 @@ def build_record(
 
 def _resolve(plan: RunPlan) -> tuple[dict[str, Defense], dict[str, Attack]]:
     """Check every name before any work starts: a typo must not surface an hour into a run."""
-    if plan.threat != Threat.OBLIVIOUS:
-        raise BenchError(f"threat model {plan.threat.value!r} is not implemented yet; available: oblivious")
     DATASETS.get(plan.dataset)
     MODELS.get(plan.model)
+    if plan.threat == Threat.TRANSFER:
+        MODELS.get(substitute_for(plan.model, plan.seed)[0])
+    for name, value in vars(plan.threat_options).items():
+        if value < 1:
+            raise BenchError(f"--{name.replace('_', '-')} {value} must be a positive integer")
     defenses = {name: build_defense(name) for name in plan.defenses}
     attacks = {name: ATTACKS.get(name).factory() for name in plan.attacks}
     if plan.batch_size < 1:
@@ -198,7 +237,7 @@ def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
     todo: dict[str, list[str]] = {}
     for d in defenses:
         for a in attacks:
-            if records.exists(plan.results_dir, cell_config(plan, d, a, eps, n)):
+            if records.exists(plan.results_dir, cell_config(plan, d, a, attacks[a].budgets(eps), n)):
                 results[(d, a)] = CellResult(d, a, "skipped", message="record exists")
             else:
                 todo.setdefault(d, []).append(a)
@@ -209,49 +248,79 @@ def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
         key = config_hash(classifier_spec(dataset, plan.model, defenses[d], plan.seed))
         groups.setdefault(key, []).append(d)
 
+    substitute = None
+    if plan.threat == Threat.TRANSFER and todo:
+        arch, seed = substitute_for(plan.model, plan.seed)
+        model, meta = get_classifier(dataset, arch, build_defense("none"), seed, device, store)
+        substitute = (model, {"key": meta["key"], "arch": arch, "seed": seed,
+                              "test_accuracy": meta["metrics"]["test_accuracy"]})
+
     cells_bar = progress(total=sum(len(a) for a in todo.values()), desc="cells", unit="cell", position=0, leave=True)
     for members in groups.values():
         _run_group(plan, dataset, points, test_hash, eps, {d: defenses[d] for d in members}, attacks, todo, device,
-                   store, results, cells_bar)
+                   store, results, cells_bar, substitute)
     cells_bar.close()
     return [results[(d, a)] for d in defenses for a in attacks]
 
 
 def _run_group(plan, dataset: Dataset, points: Split, test_hash: str, eps, defenses: dict[str, Defense],
-               attacks: dict[str, Attack], todo: dict[str, list[str]], device, store, results, cells_bar) -> None:
+               attacks: dict[str, Attack], todo: dict[str, list[str]], device, store, results, cells_bar,
+               substitute: tuple[nn.Module, dict[str, Any]] | None = None) -> None:
     first = next(iter(defenses.values()))
     classifier, meta = get_classifier(dataset, plan.model, first, plan.seed, device, store)
     clean: dict[str, _CleanEval] = {}
     for name, defense in defenses.items():
         try:
             defense.prepare(DefenseContext(dataset, classifier, device, store, plan.seed))
-            preds, flags, ms = defended_predictions(defense, classifier, points.x, plan.batch_size, device, plan.seed)
-            clean[name] = _CleanEval(preds == points.y, flags, ms)
+            draws = eval_draws(plan.threat, defense, plan.threat_options)
+            correct, flags, ms = defended_correct(defense, classifier, points.x, points.y, plan.batch_size, device,
+                                                  plan.seed, draws)
+            clean[name] = _CleanEval(correct, flags, ms)
         except CellFailed as exc:
             for a in todo[name]:
                 results[(name, a)] = CellResult(name, a, "failed", message=str(exc))
                 cells_bar.update(1)
-    needed = [a for a in attacks if any(a in todo[d] for d in clean)]
-    for a in needed:
-        attack = attacks[a]
-        started = time.time()
-        cache_key = {"classifier": meta["key"], "attack": a, "options": attack.options(), "eps": list(eps),
-                     "test": test_hash, "seed": plan.seed, "batch_size": plan.batch_size, "threat": plan.threat.value}
-        try:
-            adv = generate(attack, classifier, points.x, points.y, eps, plan.seed, plan.batch_size, device, cache_key)
-        except CellFailed as exc:
-            for d in clean:
-                if a in todo[d]:
+    for a, attack in attacks.items():
+        users = [d for d in clean if a in todo[d]]
+        if not users:
+            continue
+        attack_eps = attack.budgets(eps)
+        key = {"classifier": meta["key"], "attack": a, "options": attack.options(), "eps": list(attack_eps),
+               "test": test_hash, "seed": plan.seed, "batch_size": plan.batch_size, "threat": plan.threat.value}
+        for source in _sources(plan, attack, users, defenses, classifier, key, substitute):
+            started = time.time()
+            try:
+                adv = generate(attack, source.model, points.x, points.y, attack_eps, plan.seed, plan.batch_size,
+                               device, source.cache_key)
+            except CellFailed as exc:
+                for d in source.defenses:
                     results[(d, a)] = CellResult(d, a, "failed", message=str(exc))
                     cells_bar.update(1)
-            continue
-        undefended = [predict_all(classifier, x_adv, plan.batch_size, device) == points.y for x_adv in adv.per_eps]
-        for d, defense in defenses.items():
-            if d not in clean or a not in todo[d]:
                 continue
-            results[(d, a)] = _evaluate_cell(plan, d, a, attack, defense, classifier, meta, points, test_hash, eps,
-                                             clean[d], adv, undefended, device, started)
-            cells_bar.update(1)
+            undefended = [predict_all(classifier, x_adv, plan.batch_size, device) == points.y for x_adv in adv.per_eps]
+            for d in source.defenses:
+                results[(d, a)] = _evaluate_cell(plan, d, a, attack, defenses[d], classifier, meta, points, test_hash,
+                                                 attack_eps, clean[d], adv, undefended, device, started, source)
+                cells_bar.update(1)
+
+
+def _sources(plan: RunPlan, attack: Attack, users: list[str], defenses: dict[str, Defense], classifier: nn.Module,
+             key: dict[str, Any], substitute: tuple[nn.Module, dict[str, Any]] | None) -> list[_Source]:
+    """Whom the attack runs on for the defenses ``users``: one shared source (oblivious, transfer) or one per defense
+    (adaptive). ``key`` is the oblivious cache key; the others extend it, so no artifact is ever shared by mistake."""
+    if plan.threat == Threat.OBLIVIOUS:
+        return [_Source(users, classifier, key, {}, None)]
+    if plan.threat == Threat.TRANSFER:
+        assert substitute is not None
+        model, info = substitute
+        # the substitute's inputs do not depend on the target either: any classifier of the data set reuses them
+        return [_Source(users, model, {**key, "classifier": info["key"]}, {}, info)]
+    sources = []
+    for d in users:
+        model, how = adaptive_target(classifier, defenses[d], plan.threat_options, attack.needs_gradients)
+        cache_key = {**key, "defense": d, "defense_options": defenses[d].options(), **how}
+        sources.append(_Source([d], model, cache_key, how, None))
+    return sources
 
 
 @torch.no_grad()
@@ -260,19 +329,21 @@ def predict_all(model: nn.Module, x: torch.Tensor, batch_size: int, device: torc
 
 
 def _evaluate_cell(plan, d, a, attack, defense, classifier, meta, points, test_hash, eps, clean, adv, undefended,
-                   device, started) -> CellResult:
+                   device, started, source: _Source | None = None) -> CellResult:
     config = cell_config(plan, d, a, eps, len(points))
+    draws = eval_draws(plan.threat, defense, plan.threat_options)
     t0 = time.perf_counter()
     try:
         adv_correct, detected = [], []
         for x_adv in adv.per_eps:
-            preds, flags, _ = defended_predictions(defense, classifier, x_adv, plan.batch_size, device, plan.seed)
-            adv_correct.append(preds == points.y)
+            correct, flags, _ = defended_correct(defense, classifier, x_adv, points.y, plan.batch_size, device,
+                                                 plan.seed, draws)
+            adv_correct.append(correct)
             if flags is not None:
                 detected.append(flags)
     except CellFailed as exc:
         return CellResult(d, a, "failed", message=str(exc))
     record = build_record(config, attack, defense, meta, points, test_hash, clean, adv, adv_correct, undefended,
-                          detected or None, device, started, time.perf_counter() - t0)
+                          detected or None, device, started, time.perf_counter() - t0, source, draws)
     records.save(plan.results_dir, record)
     return CellResult(d, a, "done", record=record)

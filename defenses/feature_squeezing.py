@@ -38,7 +38,7 @@ def median_filter_2x2(x: torch.Tensor) -> torch.Tensor:
 class FeatureSqueezing(Defense):
     summary = "bit-depth reduction + 2x2 median filter; joint L1 detector (Xu et al. 2018)"
     purifies = True
-    differentiable = False  # rounding has zero gradient almost everywhere: adaptive attacks need BPDA
+    differentiable = False  # rounding has zero gradient almost everywhere: adaptive attacks use BPDA (see below)
     detects = True
 
     def __init__(self, bits: int | None = None) -> None:
@@ -59,6 +59,12 @@ class FeatureSqueezing(Defense):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         assert self.bits is not None, "prepare() sets the bit depth from the data set"
         return median_filter_2x2(reduce_bit_depth(x, self.bits))
+
+    def bpda_surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """What adaptive attacks differentiate instead of :meth:`purify` (BPDA): rounding to the bit depth has zero
+        gradient almost everywhere, so it is taken as the identity; the median filter, a selection by sort, passes its
+        gradient to the chosen pixel as it is."""
+        return median_filter_2x2(x)
 
     @torch.no_grad()
     def detection_scores(self, x: torch.Tensor, classifier: nn.Module) -> torch.Tensor:

@@ -19,7 +19,7 @@ def make_record(attack: str, adv_correct: Sequence[Sequence[int]], *, clean_corr
                 dataset: str = "fashion-mnist", model: str = "resnet", defense: str = "none",
                 threat: str = "oblivious", eps: Sequence[float] = FASHION_EPS, seed: int = 0,
                 defense_ms: float = 0.5, detected: Sequence[Sequence[int]] | None = None,
-                clean_detected: Sequence[int] | None = None) -> dict[str, Any]:
+                clean_detected: Sequence[int] | None = None, norm: str = "linf") -> dict[str, Any]:
     """A record that passes ``records.validate``: n is the length of each per-budget list of ``adv_correct``."""
     n = len(adv_correct[0])
     assert len(adv_correct) == len(eps)
@@ -30,7 +30,7 @@ def make_record(attack: str, adv_correct: Sequence[Sequence[int]], *, clean_corr
         "schema": records.SCHEMA,
         "id": records.record_id(config),
         "config": config,
-        "attack": {"norm": "linf", "kind": "fixed-eps", "implementation": "test", "options": {}},
+        "attack": {"norm": norm, "kind": "fixed-eps", "implementation": "test", "options": {}},
         "defense": {"traits": "-", "options": {}},
         "classifier": {"key": "k", "clean_accuracy": 1.0, "training_defense": "none"},
         "test_points_sha256": f"points-{dataset}-{n}-{seed}",
@@ -312,3 +312,31 @@ def test_row_missing_attacks_is_marked_as_an_upper_bound(tmp_path: Path) -> None
     assert leaderboard.INCOMPLETE_MARK in worst["other †"]
     assert leaderboard.INCOMPLETE_MARK not in worst["none †"]
     assert "upper bound" in text
+
+
+def test_threat_models_and_l2_budgets_get_rows_of_their_own(tmp_path: Path) -> None:
+    n = 10
+    save_all(tmp_path, [
+        make_record("fgsm", [fooled(n, []), fooled(n, [0])]),
+        make_record("pgd", [fooled(n, []), fooled(n, [0, 1])]),
+        make_record("fgsm", [fooled(n, [0]), fooled(n, [0, 1, 2])], threat="adaptive"),
+        make_record("pgd", [fooled(n, [0]), fooled(n, [0, 1, 2, 3])], threat="adaptive"),
+        make_record("fgsm", [fooled(n, []), fooled(n, [])], threat="transfer"),
+        make_record("pgd", [fooled(n, []), fooled(n, [5])], threat="transfer"),
+        make_record("pgd-l2", [fooled(n, [0]), fooled(n, [0, 1, 2, 3, 4])], eps=(1.5, 3.0), norm="l2"),
+        # the same budget values as the L-infinity rows but in L2: still a row of its own
+        make_record("pgd-l2", [fooled(n, [7]), fooled(n, [7, 8])], eps=FASHION_EPS, norm="l2", threat="adaptive"),
+    ])
+    rows = [r for r in table_rows(section_of(render_dir(tmp_path))) if not r["defense"].startswith("↳")]
+    by_key = {(r["defense"].split(" ")[0], r["threat"], r["budgets"]): r for r in rows}
+    assert set(by_key) == {("none", "oblivious", "8/255, 25/255"), ("none", "adaptive", "8/255, 25/255"),
+                           ("none", "transfer", "8/255, 25/255"), ("none", "oblivious", "L2 1.5, 3"),
+                           ("none", "adaptive", "L2 0.03137, 0.09804")}
+    assert by_key[("none", "adaptive", "8/255, 25/255")]["worst case"] == "90/60"
+    assert by_key[("none", "transfer", "8/255, 25/255")]["worst case"] == "100/90"
+    assert by_key[("none", "oblivious", "L2 1.5, 3")]["worst case"].startswith("90/50")
+    # the oblivious row is not marked: the defense has an adaptive evaluation
+    assert not by_key[("none", "oblivious", "8/255, 25/255")]["defense"].endswith(leaderboard.OBLIVIOUS_MARK)
+    # L-infinity rows are complete over the L-infinity attacks; the L2 rows lack no L2 attack
+    for row in rows:
+        assert leaderboard.INCOMPLETE_MARK not in row["worst case"], row

@@ -1,0 +1,91 @@
+"""The defended pipeline as one model, for adaptive attacks: BPDA and EOT (Athalye, Carlini and Wagner, ICML 2018,
+"Obfuscated Gradients Give a False Sense of Security", https://arxiv.org/abs/1802.00420).
+
+:class:`DefendedModel` maps [0, 1] images to the classifier's logits on the purified input, so every attack of the
+registry becomes adaptive by being handed this wrapper as its ``model``: no attack's code is copied.
+
+- Differentiable purifiers pass their real gradients.
+- Non-differentiable ones (rounding, arg max) use BPDA: the forward pass is the real purifier, the backward pass goes
+  through a differentiable approximation: the purifier's ``bpda_surrogate(x)`` where it defines one, else the identity
+  (straight-through).
+- Randomised pipelines use EOT: while gradients are being taken, the logits are averaged over ``eot_samples``
+  independent draws of the pipeline, so the gradient is that of the expected logits (exact EOT for margin losses
+  such as CW's, which are linear in the logits; a close stand-in for cross-entropy). Without gradients (an attack
+  checking success) one draw is made, as the deployed defense would.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from benchmark.defense import ComposedDefense, Defense
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``real`` exactly; backward: the whole gradient goes to ``approx`` (x itself or a surrogate of it)."""
+
+    @staticmethod
+    def forward(ctx: Any, approx: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        return real.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+Purifier = Callable[[torch.Tensor], torch.Tensor]
+
+
+def bpda(purify: Purifier, x: torch.Tensor, surrogate: Purifier | None = None) -> torch.Tensor:
+    """``purify(x)`` in the forward pass; in the backward pass the gradient of ``surrogate(x)`` (identity if None)."""
+    with torch.no_grad():
+        real = purify(x)
+    approx = x if surrogate is None else surrogate(x)
+    return _StraightThrough.apply(approx, real)
+
+
+def _parts(defense: Defense) -> list[Defense]:
+    """The purifiers of a defense in application order (a composition ``a+b`` has several, each handled alone)."""
+    return [p for p in (defense.parts if isinstance(defense, ComposedDefense) else [defense]) if p.purifies]
+
+
+def gradient_modes(defense: Defense) -> dict[str, str]:
+    """How the adaptive attacker differentiates each purifier: ``exact``, ``bpda-surrogate`` or ``bpda-identity``."""
+    def mode(part: Defense) -> str:
+        if part.differentiable:
+            return "exact"
+        return "bpda-surrogate" if callable(getattr(part, "bpda_surrogate", None)) else "bpda-identity"
+
+    return {p.name: mode(p) for p in _parts(defense)}
+
+
+class DefendedModel(nn.Module):
+    """classifier(defense.purify(x)) with usable gradients (see the module's docstring); logits out, shape (N, K)."""
+
+    def __init__(self, classifier: nn.Module, defense: Defense, eot_samples: int = 10) -> None:
+        super().__init__()
+        if eot_samples < 1:
+            raise ValueError(f"eot_samples must be at least 1, got {eot_samples}")
+        self.classifier = classifier
+        self.defense = defense
+        # mirror the classifier's mode: attacks that restore the mode they found (torchattacks) must not switch the
+        # classifier into training mode on leaving
+        self.training = classifier.training
+        # a deterministic pipeline gives the same gradient every draw: averaging would only cost time
+        self.eot_samples = eot_samples if defense.randomised else 1
+
+    def _purify_differentiably(self, x: torch.Tensor) -> torch.Tensor:
+        for part in _parts(self.defense):
+            if part.differentiable:
+                x = part.purify(x)
+            else:
+                x = bpda(part.purify, x, getattr(part, "bpda_surrogate", None))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return self.classifier(self.defense.purify(x) if self.defense.purifies else x)
+        draws = [self.classifier(self._purify_differentiably(x)) for _ in range(self.eot_samples)]
+        return draws[0] if len(draws) == 1 else torch.stack(draws).mean(0)

@@ -1,0 +1,63 @@
+"""What the attacker sees under each threat model (DESIGN.md, "Threat models"), as the runner needs it.
+
+- ``oblivious``: the undefended classifier. Adversarial inputs are shared by every defense on that classifier.
+- ``adaptive``: the whole defended pipeline (:class:`attacks.adaptive.DefendedModel`: real gradients, BPDA, EOT),
+  so the inputs are generated per defense. A randomised pipeline is evaluated over ``eval_draws`` draws and an
+  example counts as correct only if every draw classifies it correctly (clean and adversarial alike).
+- ``transfer``: a substitute classifier trained independently (the other architecture, the next seed, standard
+  training); its adversarial inputs go to the defended pipeline and are shared by every defense.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .defense import Defense
+from .vocab import Threat
+
+# transfer: the substitute is the other built-in architecture; a plugin architecture is its own substitute
+SUBSTITUTE_ARCH = {"resnet": "vgg", "vgg": "resnet"}
+
+
+@dataclass(frozen=True)
+class ThreatOptions:
+    """Knobs of the adaptive threat model; both only matter for randomised defenses."""
+
+    eot_samples: int = 10  # draws of the pipeline averaged per gradient (EOT)
+    eval_draws: int = 5  # draws per final evaluation; robust only if correct in all
+
+
+def substitute_for(arch: str, seed: int) -> tuple[str, int]:
+    """(architecture, seed) of the transfer substitute of a classifier ``arch`` trained with ``seed``."""
+    return SUBSTITUTE_ARCH.get(arch, arch), seed + 1
+
+
+def config_options(threat: Threat, arch: str, seed: int, options: ThreatOptions) -> dict[str, Any] | None:
+    """What a record's id must depend on beyond the cell, per threat model (None for oblivious: ids stay as they
+    were before other threat models existed)."""
+    if threat == Threat.ADAPTIVE:
+        return {"eot_samples": options.eot_samples, "eval_draws": options.eval_draws}
+    if threat == Threat.TRANSFER:
+        sub_arch, sub_seed = substitute_for(arch, seed)
+        return {"substitute": sub_arch, "substitute_seed": sub_seed}
+    return None
+
+
+def eval_draws(threat: Threat, defense: Defense, options: ThreatOptions) -> int:
+    """Draws of the defended pipeline per evaluated input."""
+    return options.eval_draws if threat == Threat.ADAPTIVE and defense.randomised else 1
+
+
+def adaptive_target(classifier: nn.Module, defense: Defense, options: ThreatOptions, needs_gradients: bool
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+    """The model an adaptive attack runs on, and how it differentiates the pipeline (recorded with the attack).
+
+    A gradient-free attack queries the pipeline as deployed, one draw per query: it gets neither BPDA nor EOT."""
+    from attacks.adaptive import DefendedModel, gradient_modes
+
+    if not needs_gradients:
+        return DefendedModel(classifier, defense, 1).eval(), {"gradients": {}, "eot_samples": 1}
+    model = DefendedModel(classifier, defense, options.eot_samples).eval()
+    return model, {"gradients": gradient_modes(defense), "eot_samples": model.eot_samples}

@@ -1,0 +1,253 @@
+"""The adaptive and transfer threat models on scikit-learn's digits: BPDA, surrogates, EOT, evaluation over draws,
+the transfer substitute, and the records they write."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+
+from attacks.adaptive import DefendedModel, gradient_modes
+from benchmark.adversarial import generate, predict
+from benchmark.defense import Defense, DefenseContext, build_defense
+from benchmark.registry import ATTACKS, DEFENSES
+from benchmark.runner import RunPlan, defended_correct, defended_predictions, run
+from benchmark.store import ModelStore
+from benchmark.threats import ThreatOptions
+from benchmark.vocab import Threat
+
+CPU = torch.device("cpu")
+EPS = 25 / 255
+N = 40
+
+
+@pytest.fixture(scope="module")
+def points(digits):
+    return digits.test.x[:N], digits.test.y[:N]
+
+
+def _prepared(name: str, digits, model) -> Defense:
+    defense = build_defense(name)
+    defense.prepare(DefenseContext(digits, model, CPU, ModelStore(), 0))
+    return defense
+
+
+def _accuracy(defense: Defense, model, x, y, seed: int = 0, draws: int = 1) -> float:
+    return float(defended_correct(defense, model, x, y, 64, CPU, seed, draws)[0].float().mean())
+
+
+def _attack(name: str, model, x, y, eps: float = EPS) -> torch.Tensor:
+    return generate(ATTACKS.get(name).factory(), model, x, y, (eps,), seed=0, batch_size=64, device=CPU).per_eps[0]
+
+
+# -- toy defenses (tests only, never registered for the whole session) -----------------------------------------------
+
+class _Quantise(Defense):
+    """Rounds to 1/255: changes almost nothing, but its true gradient is zero everywhere (gradient masking)."""
+
+    name = "zz-quantise"
+    purifies, differentiable = True, False
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 255) / 255
+
+
+class _QuantiseClaimingGradients(_Quantise):
+    """The same purifier, wrongly declared differentiable: attacks then follow its zero gradient."""
+
+    name = "zz-quantise-claims-gradients"
+    differentiable = True
+
+
+class _Noise(Defense):
+    """Adds Gaussian noise (differentiable, randomised) and counts the images it purifies."""
+
+    name = "zz-noise"
+    purifies, randomised = True, True
+    instances: ClassVar[list[_Noise]] = []
+
+    def __init__(self, sigma: float = 0.1) -> None:
+        self.sigma, self.calls, self.images = sigma, 0, 0
+        self.instances.append(self)
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.images += len(x)
+        return (x + self.sigma * torch.randn_like(x)).clamp(0, 1)
+
+
+class _Blank(Defense):
+    """Replaces each input by a blank image with probability 0.3 per draw: wrong about 30% of the time at random."""
+
+    name = "zz-blank"
+    purifies, randomised = True, True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        blank = torch.rand(len(x), 1, 1, 1) < 0.3
+        return torch.where(blank, torch.zeros_like(x), x)
+
+
+@pytest.fixture
+def toy_defenses():
+    toys = {cls.name: cls for cls in (_Quantise, _QuantiseClaimingGradients, _Noise, _Blank)}
+    DEFENSES.names()  # load the built-ins first
+    for name, factory in toys.items():
+        DEFENSES.add(name, factory, "tests")
+    yield list(toys)
+    for name in toys:
+        DEFENSES._entries.pop(name, None)
+
+
+# -- the defended model ---------------------------------------------------------------------------------------------
+
+def test_adaptive_pgd_on_the_undefended_classifier_is_plain_pgd(digits, digits_classifier, points):
+    model, _ = digits_classifier
+    x, y = points
+    none = _prepared("none", digits, model)
+    plain = _attack("pgd", model, x, y)
+    adaptive = _attack("pgd", DefendedModel(model, none), x, y)
+    assert torch.equal(plain, adaptive)  # same seed, same gradients: the same adversarial inputs
+    assert _accuracy(none, model, plain, y) == _accuracy(none, model, adaptive, y) < 0.9
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_runs_against_the_defended_pipeline(name, digits, digits_classifier, points):
+    """Adaptive forms of every registered attack, through BPDA, with the harness's checks (bounds, budget, finite)."""
+    model, _ = digits_classifier
+    x, y = points[0][:8], points[1][:8]
+    attack = ATTACKS.get(name).factory()
+    eps = 0.3 if name in ("autoattack", "square") else EPS  # as in test_contracts: their short path
+    wrapped = DefendedModel(model, _prepared("feature-squeezing", digits, model))
+    adv = generate(attack, wrapped, x, y, attack.budgets((eps,)), seed=0, batch_size=8, device=CPU)
+    assert len(adv.per_eps) == len(attack.budgets((eps,)))
+    assert not model.training and not wrapped.training  # torchattacks restores the mode it found: eval
+
+
+def test_bpda_forward_is_the_real_pipeline_and_backward_the_surrogate(digits, digits_classifier, points):
+    model, _ = digits_classifier
+    x, _ = points
+    squeeze = _prepared("feature-squeezing", digits, model)
+    assert gradient_modes(squeeze) == {"feature-squeezing": "bpda-surrogate"}
+    assert gradient_modes(_Quantise()) == {"zz-quantise": "bpda-identity"}
+    probe = x.clone().requires_grad_(True)
+    logits = DefendedModel(model, squeeze)(probe)
+    assert torch.equal(logits, model(squeeze.purify(x)))  # forward: exactly the deployed pipeline
+    logits.sum().backward()
+    # backward: the classifier's gradient at the purified input, carried back to x by the surrogate's Jacobian
+    purified = squeeze.purify(x).requires_grad_(True)
+    model(purified).sum().backward()
+    by_hand = x.clone().requires_grad_(True)
+    squeeze.bpda_surrogate(by_hand).backward(purified.grad)
+    assert probe.grad.abs().sum() > 0 and torch.allclose(probe.grad, by_hand.grad)
+
+
+def test_bpda_pgd_breaks_feature_squeezing(digits, digits_classifier, points):
+    model, _ = digits_classifier
+    x, y = points
+    squeeze = _prepared("feature-squeezing", digits, model)
+    oblivious = _accuracy(squeeze, model, _attack("pgd", model, x, y), y)
+    adaptive = _accuracy(squeeze, model, _attack("pgd", DefendedModel(model, squeeze), x, y), y)
+    print(f"feature squeezing, pgd at 25/255, n={N}: oblivious {oblivious:.3f}, adaptive (BPDA) {adaptive:.3f}")
+    assert adaptive <= oblivious - 0.25, (oblivious, adaptive)
+    assert adaptive <= 0.2
+
+
+def test_bpda_beats_gradient_masking(digits_classifier, points):
+    model, _ = digits_classifier
+    x, y = points
+    honest, claiming = _Quantise(), _QuantiseClaimingGradients()
+    masked = _accuracy(claiming, model, _attack("pgd", DefendedModel(model, claiming), x, y), y)
+    bpda = _accuracy(honest, model, _attack("pgd", DefendedModel(model, honest), x, y), y)
+    undefended = float((predict(model, _attack("pgd", model, x, y)) == y).float().mean())
+    print(f"1/255 rounding, pgd at 25/255, n={N}: real (zero) gradients {masked:.3f}, BPDA {bpda:.3f}, "
+          f"undefended {undefended:.3f}")
+    assert masked >= bpda + 0.3, (masked, bpda)  # zero gradients leave PGD with its random start only
+    assert bpda <= undefended + 0.1  # straight-through recovers the undefended classifier's gradients
+
+
+def test_eot_averages_the_logits_of_k_draws(digits_classifier, points):
+    model, _ = digits_classifier
+    x = points[0][:8]
+    noise = _Noise()
+    wrapped = DefendedModel(model, noise, eot_samples=7)
+    torch.manual_seed(3)
+    probe = x.clone().requires_grad_(True)
+    wrapped(probe).logsumexp(1).sum().backward()
+    assert (noise.calls, noise.images) == (7, 7 * len(x))  # one call per draw, each on the whole batch
+    with torch.no_grad():
+        wrapped(x)
+    assert noise.calls == 8  # without gradients (an attack checking success): one draw, as deployed
+    torch.manual_seed(3)  # the same seven draws by hand
+    by_hand = x.clone().requires_grad_(True)
+    torch.stack([model(noise.purify(by_hand)) for _ in range(7)]).mean(0).logsumexp(1).sum().backward()
+    assert torch.allclose(probe.grad, by_hand.grad, atol=1e-6)
+    assert DefendedModel(model, _Quantise(), eot_samples=7).eot_samples == 1  # nothing to average
+
+
+def test_evaluation_over_draws_needs_every_draw_right(digits_classifier, points):
+    model, _ = digits_classifier
+    x, y = points
+    blank = _Blank()
+    singles = [defended_predictions(blank, model, x, 64, CPU, 0, draw)[0] == y for draw in range(5)]
+    all_five = defended_correct(blank, model, x, y, 64, CPU, 0, draws=5)[0]
+    assert torch.equal(all_five, torch.stack(singles).all(0))
+    assert torch.equal(defended_correct(blank, model, x, y, 64, CPU, 0, draws=1)[0], singles[0])
+    assert all_five.float().mean() < singles[0].float().mean() - 0.2  # about 0.7**5 against 0.7
+
+
+# -- the runner -----------------------------------------------------------------------------------------------------
+
+def _records(results: Path) -> dict[tuple[str, str], dict]:
+    found = {}
+    for path in sorted((results / "records").rglob("*.json")):
+        rec = json.loads(path.read_text())
+        found[(rec["config"]["defense"], rec["config"]["attack"])] = rec
+    return found
+
+
+def test_adaptive_run_records_eot_and_draws(tmp_path: Path, toy_defenses, digits_classifier):
+    plan = RunPlan(dataset="digits", defenses=("none", "zz-noise"), attacks=("fgsm",), eps=(8 / 255,), n=20,
+                   threat=Threat.ADAPTIVE, threat_options=ThreatOptions(eot_samples=3, eval_draws=4),
+                   device="cpu", results_dir=tmp_path)
+    assert [r.status for r in run(plan)] == ["done", "done"]
+    recs = _records(tmp_path)
+    noisy, plain = recs[("zz-noise", "fgsm")], recs[("none", "fgsm")]
+    assert noisy["config"]["threat"] == "adaptive"
+    assert noisy["config"]["threat_options"] == {"eot_samples": 3, "eval_draws": 4}
+    assert noisy["attack"]["options"]["eot_samples"] == 3 and noisy["defense"]["eval_draws"] == 4
+    assert noisy["attack"]["options"]["gradients"] == {"zz-noise": "exact"}
+    assert plain["attack"]["options"]["eot_samples"] == 1 and plain["defense"]["eval_draws"] == 1
+    assert noisy["substitute"] is None
+    # a rerun finds the cells (their ids include the threat options); other options are other cells
+    assert [r.status for r in run(plan)] == ["skipped", "skipped"]
+    other = RunPlan(**{**vars(plan), "threat_options": ThreatOptions(eot_samples=2, eval_draws=4),
+                       "defenses": ("none",)})
+    assert [r.status for r in run(other)] == ["done"]
+
+
+def test_adaptive_run_counts_draws(tmp_path: Path, toy_defenses, digits_classifier):
+    _Noise.instances.clear()
+    plan = RunPlan(dataset="digits", defenses=("zz-noise",), attacks=("fgsm",), eps=(8 / 255,), n=20,
+                   threat=Threat.ADAPTIVE, threat_options=ThreatOptions(eot_samples=3, eval_draws=4),
+                   device="cpu", results_dir=tmp_path, batch_size=20)
+    run(plan)
+    # clean and adversarial evaluation: 4 draws each; FGSM: one gradient (3 draws) and foolbox's success check (1)
+    assert [noise.calls for noise in _Noise.instances] == [4 + 4 + 3 + 1]
+
+
+def test_transfer_attacks_a_substitute(tmp_path: Path, digits_classifier):
+    plan = RunPlan(dataset="digits", defenses=("none", "feature-squeezing"), attacks=("fgsm",), eps=(25 / 255,),
+                   n=20, threat=Threat.TRANSFER, device="cpu", results_dir=tmp_path)
+    assert [r.status for r in run(plan)] == ["done", "done"]
+    rec = _records(tmp_path)[("none", "fgsm")]
+    target = digits_classifier[1]["key"]
+    assert rec["config"]["threat"] == "transfer"
+    assert rec["config"]["threat_options"] == {"substitute": "vgg", "substitute_seed": 1}
+    assert rec["classifier"]["key"] == target
+    assert rec["substitute"]["key"] != target and (rec["substitute"]["arch"], rec["substitute"]["seed"]) == ("vgg", 1)
+    assert rec["substitute"]["test_accuracy"] > 0.8
+    # transferred inputs are weaker than white-box ones on the classifier they were not crafted on
+    white_box = run(RunPlan(**{**vars(plan), "threat": Threat.OBLIVIOUS, "defenses": ("none",)}))[0].record
+    assert rec["summary"]["robust_accuracy"][0] > white_box["summary"]["robust_accuracy"][0]
