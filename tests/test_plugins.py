@@ -161,7 +161,7 @@ def test_run_evaluates_plugin_defenses_attack_and_model(bench, tmp_path: Path) -
     assert set(cells) == {(d, a) for d in ("demo-blur", "demo-quantize") for a in ("fgsm", "demo-random-sign")}
     blur = cells[("demo-blur", "fgsm")]
     assert blur["config"]["model"] == "demo-mlp" and blur["config"]["n"] == 20
-    assert blur["defense"] == {"traits": "purifies, differentiable", "options": {"kernel": 3}}
+    assert blur["defense"] == {"traits": "purifies, differentiable", "options": {"kernel": 3}, "eval_draws": 1}
     assert cells[("demo-quantize", "fgsm")]["defense"]["options"] == {"levels": 8}
     assert cells[("demo-blur", "demo-random-sign")]["attack"]["implementation"] == "bench-plugin-demo"
     for record in records:
