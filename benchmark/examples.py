@@ -51,7 +51,7 @@ def examples_figure(dataset: str, model: str, defense_name: str, attack_name: st
     clean = points.x.to(dev)
     torch.manual_seed(seed)
     purified = defense.purify(adv)
-    names = [str(c) for c in getattr(data, "class_names", None) or range(data.num_classes)]
+    names = [str(c) for c in range(data.num_classes)]
     rows = [("clean", clean), (f"{attack_name} {format_eps(eps)}", adv), (f"{defense_name}", purified)]
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.6), squeeze=False)
     for r, (label, images) in enumerate(rows):

@@ -51,13 +51,9 @@ def pixeldefend_speed(case: str, batch: int = 64, reference_rows: int = 2, devic
     dev = resolve_device(device)
     if case == "32x32x3":
         torch.manual_seed(0)
-        cfg = PixelCNNConfig()
-        model = build_pixelcnn((3, 32, 32), cfg).eval()
-        with torch.no_grad():  # sharpen its distributions as a trained model's are: flat ones are all near ties
-            m = cfg.mixtures
-            model.head.weight.mul_(4)
-            model.head.bias[m + 3 * m : m + 6 * m] = -4.0  # the log-scales
-        model.to(dev)
+        from models.pixelcnn import sharpen_
+
+        model = sharpen_(build_pixelcnn((3, 32, 32), PixelCNNConfig()).eval()).to(dev)
         x = torch.rand(batch, 3, 32, 32, device=dev)
         eps, trained = eps_levels(EPS_DEFEND["cifar"]), "no (random sharpened weights, random images)"
     else:

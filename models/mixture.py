@@ -123,19 +123,26 @@ def _window_probs(lo: torch.Tensor, count: int, mean: torch.Tensor, log_scale: t
     return torch.where(centre < 0, below[:, 1:] - below[:, :-1], above[:, :-1] - above[:, 1:])
 
 
+def _channel_components(params: torch.Tensor, t: torch.Tensor, channel: int, mixtures: int
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unnormalised log weights (B, M) of the components given the earlier channels of the position (their
+    posterior), and the components' means and log-scales (B, M) for ``channel``."""
+    log_w, means, log_scales, coeffs = split_params(params, t.shape[-1], mixtures)
+    means = _conditional_means(means, coeffs, t)
+    if channel:
+        earlier = _log_bin_prob(t[..., :channel, None], means[..., :channel, :], log_scales[..., :channel, :])
+        log_w = log_w + earlier.sum(-2)
+    return log_w, means[..., channel, :], log_scales[..., channel, :]
+
+
 def channel_probs(params: torch.Tensor, t: torch.Tensor, channel: int, mixtures: int, lo: torch.Tensor,
                   count: int) -> torch.Tensor:
     """Probabilities of the levels lo .. lo + count - 1 of one channel at one position, given the earlier channels
     of that position: (B, count), the fast path of :func:`channel_log_probs` (same arguments). Values that underflow
     are 0: callers needing a ranking among them fall back to :func:`channel_log_probs`."""
-    c = t.shape[-1]
-    log_w, means, log_scales, coeffs = split_params(params, c, mixtures)
-    means = _conditional_means(means, coeffs, t)
-    if channel:
-        earlier = _log_bin_prob(t[..., :channel, None], means[..., :channel, :], log_scales[..., :channel, :])
-        log_w = log_w + earlier.sum(-2)
+    log_w, mean, log_scale = _channel_components(params, t, channel, mixtures)
     weights = torch.softmax(log_w, -1)
-    per_level = _window_probs(lo, count, means[..., channel, :], log_scales[..., channel, :])
+    per_level = _window_probs(lo, count, mean, log_scale)
     return torch.matmul(per_level, weights[..., None])[..., 0]
 
 
@@ -148,16 +155,11 @@ def channel_log_probs(params: torch.Tensor, t: torch.Tensor, channel: int, mixtu
     256 levels: the paper's 256-way softmax. The conditional of a later channel weights each component by how well it
     explained the earlier channels (its posterior): the exact conditional of the joint mixture.
     """
-    c = t.shape[-1]
-    log_w, means, log_scales, coeffs = split_params(params, c, mixtures)
-    means = _conditional_means(means, coeffs, t)
-    if channel:
-        earlier = _log_bin_prob(t[..., :channel, None], means[..., :channel, :], log_scales[..., :channel, :])
-        log_w = log_w + earlier.sum(-2)
+    log_w, mean, log_scale = _channel_components(params, t, channel, mixtures)
     log_w = log_w - torch.logsumexp(log_w, -1, keepdim=True)
     if lo is None:
         lo = torch.zeros(params.shape[0], dtype=torch.long, device=params.device)
-    per_level = _log_window_probs(lo, count, means[..., channel, :], log_scales[..., channel, :])
+    per_level = _log_window_probs(lo, count, mean, log_scale)
     joint = log_w[:, None, :] + per_level
     top = joint.amax(-1, keepdim=True)  # logsumexp by hand: torch's is several times slower on these small tensors
     return (joint - top).exp().sum(-1).log() + top[..., 0]

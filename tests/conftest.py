@@ -46,3 +46,18 @@ def digits_classifier(digits):
 
     model, meta = get_classifier(digits, "resnet", build_defense("none"), 0, torch.device("cpu"), ModelStore())
     return model, meta
+
+
+@pytest.fixture
+def restore_cli_state():
+    """The CLI points the ``benchmark`` logger at the (captured) stderr and sets the quiet flag: undo both."""
+    import logging
+
+    from benchmark.progress import is_quiet, set_quiet
+
+    logger = logging.getLogger("benchmark")
+    saved = (logger.handlers[:], logger.level, logger.propagate, is_quiet())
+    yield
+    logger.handlers[:] = saved[0]
+    logger.level, logger.propagate = saved[1], saved[2]
+    set_quiet(saved[3])

@@ -7,7 +7,6 @@ busy cores two OpenMP threads made training about ten times slower than one.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -34,17 +33,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True)
-def restore_cli_state():
-    """The CLI points the ``benchmark`` logger at the (captured) stderr and sets the quiet flag: undo both."""
-    from benchmark.progress import is_quiet, set_quiet
-
-    logger = logging.getLogger("benchmark")
-    saved = (logger.handlers[:], logger.level, logger.propagate, is_quiet())
-    yield
-    logger.handlers[:] = saved[0]
-    logger.level, logger.propagate = saved[1], saved[2]
-    set_quiet(saved[3])
+pytestmark = pytest.mark.usefixtures("restore_cli_state")  # the fixture lives in conftest.py
 
 
 def bench(*args: str, **env: str | None) -> Result:

@@ -3,13 +3,12 @@ merging, the figures and the leaderboard section, on digits with the tiny PixelC
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from benchmark import leaderboard
 from benchmark.cli import main
@@ -17,31 +16,14 @@ from benchmark.detection import (LoadedDetection, changed, detection_auc, detect
                                  detection_path, figure_name)
 from benchmark.paths import cache_dir
 from benchmark.records import LoadedRecord
+from test_cli import bench
 from test_leaderboard import make_record
 
 DETECT = ["detect", "--dataset", "digits", "--model", "resnet", "--n", "40", "--pixelcnn-size", "tiny"]
 FIGURES = ("bpd_violin", "pvalues", "roc")
 
 
-@pytest.fixture(autouse=True)
-def restore_cli_state():
-    """The CLI points the ``benchmark`` logger at the (captured) stderr and sets the quiet flag: undo both."""
-    from benchmark.progress import is_quiet, set_quiet
-
-    logger = logging.getLogger("benchmark")
-    saved = (logger.handlers[:], logger.level, logger.propagate, is_quiet())
-    yield
-    logger.handlers[:] = saved[0]
-    logger.level, logger.propagate = saved[1], saved[2]
-    set_quiet(saved[3])
-
-
-def bench(*args: str) -> Result:
-    try:
-        runner = CliRunner(mix_stderr=False)  # click < 8.2
-    except TypeError:
-        runner = CliRunner()  # click >= 8.2 keeps stderr apart
-    return runner.invoke(main, list(args))
+pytestmark = pytest.mark.usefixtures("restore_cli_state")  # the fixture lives in conftest.py
 
 
 def ok(result: Result) -> Result:

@@ -14,7 +14,7 @@ from benchmark.errors import BenchError
 from benchmark.generative import check_pixelcnn_fits, p_values
 from defenses.pixeldefend import PixelDefend, eps_levels, purify, purify_reference
 from models import mixture
-from models.pixelcnn import PixelCNN
+from models.pixelcnn import PixelCNN, sharpen_
 from models.pixelcnn_fast import IncrementalPixelCNN
 
 NEAR_TIE = 1e-3  # nats: float32 reordering moves parameters by ~1e-6, times scales of up to ~100 levels^-1
@@ -24,12 +24,7 @@ def tiny(shape, seed=0, dtype=torch.float32):
     """An untrained PixelCNN, its distributions sharpened (scales ~2 levels) like a trained one's: a freshly
     initialised network is nearly flat, and flat distributions are all near ties."""
     torch.manual_seed(seed)
-    model = PixelCNN(shape, filters=8, blocks=2, mixtures=3).eval()
-    m, c = model.mixtures, shape[0]
-    with torch.no_grad():
-        model.head.weight.mul_(4)
-        model.head.bias[m + c * m : m + 2 * c * m] = -4.0  # the log-scales
-    return model.to(dtype)
+    return sharpen_(PixelCNN(shape, filters=8, blocks=2, mixtures=3).eval()).to(dtype)
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 7)])
