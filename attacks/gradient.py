@@ -1,5 +1,5 @@
-"""Gradient attacks: FGSM, FGM, BIM, PGD (with restarts; L2), the L-infinity CW of the PixelDefend tables, DeepFool,
-CW-L2."""
+"""Gradient attacks: FGSM, FGM, BIM, PGD (with restarts; L2), the L-infinity CW of the PixelDefend tables, DeepFool
+(CW-L2: cw.py)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -163,21 +163,3 @@ class DeepFool(Attack):
 
     def run(self, model, x, y, eps):
         return foolbox_minimal(deepfool_l2()(**self._options), model, x, y)
-
-
-@register_attack("cw")
-class CarliniWagnerL2(Attack):
-    summary = "Carlini-Wagner L2 with a binary search over its constant (Carlini and Wagner 2017)"
-    norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
-
-    # foolbox's defaults (9 x 10,000 steps) are meant for GPUs; 5 x 100 with a larger step and starting constant
-    # finds an example for >= 95% of points on MNIST (tests/test_attack_strength.py) at a 180th of the cost
-    def __init__(self, binary_search_steps: int = 5, steps: int = 100, stepsize: float = 0.05,
-                 initial_const: float = 0.1, confidence: float = 0.0) -> None:
-        super().__init__(binary_search_steps=binary_search_steps, steps=steps, stepsize=stepsize,
-                         initial_const=initial_const, confidence=confidence)
-
-    def run(self, model, x, y, eps):
-        import foolbox as fb
-
-        return foolbox_minimal(fb.attacks.L2CarliniWagnerAttack(**self._options), model, x, y)
