@@ -326,6 +326,22 @@ def grid(n: int, save: Path | None) -> None:
     _emit_perf("grid", [grid_time(n=n)], save)
 
 
+@perf.command("attacks")
+@click.option("--attack", "attack_names", default="cw,deepfool", show_default=True,
+              help="Comma-separated attacks that have a reference (the implementation and settings they replaced).")
+@click.option("--n", type=int, default=100, show_default=True)
+@click.option("--repeats", type=int, default=1, show_default=True, help="Interleaved runs; the best time is kept.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def attacks_perf(attack_names: str, n: int, repeats: int, device: str, save: Path | None) -> None:
+    """Cheaper attacks against what they replaced: time, success, median size, accuracy per budget (mnist5k ResNet)."""
+    _setup(True)
+    from .perf_attacks import compare_attacks
+
+    names = tuple(a.strip() for a in attack_names.split(",") if a.strip())
+    _emit_perf("attacks", compare_attacks(names, n=n, repeats=repeats, device=device), save)
+
+
 @perf.command("pixeldefend")
 @click.option("--case", "cases", multiple=True, default=("mnist5k", "32x32x3"), show_default=True,
               help="A data set with a trained PixelCNN, or 32x32x3 (untrained network of the default size).")
