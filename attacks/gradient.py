@@ -13,7 +13,7 @@ from benchmark.attack import Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
-from .deepfool import deepfool_l2
+from .active import deepfool_l2
 from .adapters import foolbox_minimal, foolbox_model, foolbox_sweep
 
 
@@ -157,7 +157,7 @@ class DeepFool(Attack):
     summary = "DeepFool, L2 (Moosavi-Dezfooli et al. 2016)"
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
 
-    # foolbox's attack, run on a shrinking batch with one forward pass per step (deepfool.py): the same outputs
+    # foolbox's attack, run on a shrinking batch with one forward pass per step (active.py): the same outputs
     def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int = 10) -> None:
         super().__init__(steps=steps, overshoot=overshoot, candidates=candidates)
 
