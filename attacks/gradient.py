@@ -13,7 +13,7 @@ from benchmark.attack import Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
-from .active import deepfool_l2
+from .active import deepfool_l2, l2_fast_gradient
 from .adapters import foolbox_minimal, foolbox_model, foolbox_sweep
 
 
@@ -38,12 +38,13 @@ class FGM(Attack):
         super().__init__(sweep=sweep, max_rel=max_rel)
 
     def run(self, model, x, y, eps):
-        import foolbox as fb
-
         # L2 budgets up to max_rel times the largest possible L2 distance in the image box, geometrically spaced
         top = self._options["max_rel"] * float(np.sqrt(x[0].numel()))
         epsilons = np.geomspace(top / 1000, top, self._options["sweep"]).tolist()
-        return foolbox_sweep(fb.attacks.L2FastGradientAttack(), model, x, y, epsilons)
+        # FGM's one step starts at x whatever the budget: foolbox's gradient, computed once (active.py)
+        fgm = l2_fast_gradient()
+        gradient = fgm.gradient_at(foolbox_model(model, x.device), x, y)
+        return foolbox_sweep(lambda rows: fgm(gradient[rows]), model, x, y, epsilons)
 
 
 def paper_bim_steps(eps: float) -> int:

@@ -25,7 +25,8 @@ class UniformNoise(Attack):
         import foolbox as fb
 
         epsilons = np.linspace(1.0 / self._options["sweep"], 1.0, self._options["sweep"]).tolist()
-        return foolbox_sweep(fb.attacks.LinfAdditiveUniformNoiseAttack(), model, x, y, epsilons)
+        attack = fb.attacks.LinfAdditiveUniformNoiseAttack()
+        return foolbox_sweep(lambda rows: attack, model, x, y, epsilons, draws_whole_batch=True)
 
 
 @register_attack("salt-and-pepper")
