@@ -158,8 +158,11 @@ class DeepFool(Attack):
     summary = "DeepFool, L2 (Moosavi-Dezfooli et al. 2016)"
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
 
-    # foolbox's attack, run on a shrinking batch with one forward pass per step (active.py): the same outputs
-    def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int = 10) -> None:
+    # foolbox's attack, run on a shrinking batch with one forward pass per step (active.py): the same outputs. The
+    # boundary to cross is looked for among the 5 most likely classes, not 10: on 500 mnist5k points the median and
+    # mean L2 and the accuracy at both budgets came out the same (49 points differ, 23 larger, 26 smaller), at half
+    # the backward passes
+    def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int = 5) -> None:
         super().__init__(steps=steps, overshoot=overshoot, candidates=candidates)
 
     def run(self, model, x, y, eps):
