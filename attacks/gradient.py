@@ -37,14 +37,16 @@ class FGM(Attack):
     def __init__(self, sweep: int = 60, max_rel: float = 0.5) -> None:
         super().__init__(sweep=sweep, max_rel=max_rel)
 
-    def run(self, model, x, y, eps):
-        # L2 budgets up to max_rel times the largest possible L2 distance in the image box, geometrically spaced
+    def sweep_budgets(self, x: torch.Tensor) -> list[float]:
+        """L2 budgets up to max_rel times the largest possible L2 distance in the image box, geometrically spaced."""
         top = self._options["max_rel"] * float(np.sqrt(x[0].numel()))
-        epsilons = np.geomspace(top / 1000, top, self._options["sweep"]).tolist()
+        return np.geomspace(top / 1000, top, self._options["sweep"]).tolist()
+
+    def run(self, model, x, y, eps):
         # FGM's one step starts at x whatever the budget: foolbox's gradient, computed once (active.py)
         fgm = l2_fast_gradient()
         gradient = fgm.gradient_at(foolbox_model(model, x.device), x, y)
-        return foolbox_sweep(lambda rows: fgm(gradient[rows]), model, x, y, epsilons)
+        return foolbox_sweep(lambda rows: fgm(gradient[rows]), model, x, y, self.sweep_budgets(x))
 
 
 def paper_bim_steps(eps: float) -> int:

@@ -3,6 +3,7 @@ Gaussian blur and contrast reduction (foolbox 3)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from benchmark.attack import Attack
 from benchmark.registry import register_attack
@@ -21,12 +22,15 @@ class UniformNoise(Attack):
     def __init__(self, sweep: int = 128) -> None:
         super().__init__(sweep=sweep)
 
+    def sweep_budgets(self, x: torch.Tensor) -> list[float]:
+        """L-infinity amplitudes from 1/sweep to 1, evenly spaced."""
+        return np.linspace(1.0 / self._options["sweep"], 1.0, self._options["sweep"]).tolist()
+
     def run(self, model, x, y, eps):
         import foolbox as fb
 
-        epsilons = np.linspace(1.0 / self._options["sweep"], 1.0, self._options["sweep"]).tolist()
         attack = fb.attacks.LinfAdditiveUniformNoiseAttack()
-        return foolbox_sweep(lambda rows: attack, model, x, y, epsilons, draws_whole_batch=True)
+        return foolbox_sweep(lambda rows: attack, model, x, y, self.sweep_budgets(x), draws_whole_batch=True)
 
 
 @register_attack("salt-and-pepper")

@@ -327,7 +327,7 @@ def grid(n: int, save: Path | None) -> None:
 
 
 @perf.command("attacks")
-@click.option("--attack", "attack_names", default="cw,deepfool", show_default=True,
+@click.option("--attack", "attack_names", default="cw,deepfool,gaussian-blur,fgm,uniform-noise", show_default=True,
               help="Comma-separated attacks that have a reference (the implementation and settings they replaced).")
 @click.option("--n", type=int, default=100, show_default=True)
 @click.option("--repeats", type=int, default=1, show_default=True, help="Interleaved runs; the best time is kept.")

@@ -4,7 +4,10 @@ Weak attacks flatter every defense, so a faster attack counts only if it is not 
 cheaper, the reference is what the benchmark ran before, built here directly from foolbox 3 with the old settings:
 
 * ``cw``: foolbox's ``L2CarliniWagnerAttack``, 5 binary-search steps x 100 steps of 0.05, initial constant 0.1;
-* ``deepfool``: foolbox's ``L2DeepFoolAttack``, 50 steps, overshoot 0.02, 10 candidates.
+* ``deepfool``: foolbox's ``L2DeepFoolAttack``, 50 steps, overshoot 0.02, 10 candidates;
+* ``gaussian-blur``: foolbox's ``GaussianBlurAttack``, 200 widths;
+* ``fgm`` and ``uniform-noise``: foolbox's ``L2FastGradientAttack`` and ``LinfAdditiveUniformNoiseAttack`` called with
+  the attack's whole sweep of budgets (foolbox runs every budget on the whole batch), the first success kept.
 
 Both sides run through the same harness (:func:`benchmark.adversarial.generate`: the same seeding, checks and size
 bookkeeping) on the undefended mnist5k ResNet and the first ``n`` test points, interleaved, best of ``repeats`` for the
@@ -26,29 +29,45 @@ from .vocab import AttackKind
 TOLERANCE = 0.02  # a median size up to 2% larger still counts as not weaker (run-to-run noise of the optimisers)
 
 
-# what the benchmark ran before: foolbox 3's class and the settings it was given
-REFERENCES: dict[str, tuple[str, dict[str, Any]]] = {
+# what the benchmark ran before: foolbox 3's class, the settings it was given, and how it was called ("minimal": once,
+# unbounded; "sweep": foolbox's __call__ with the attack's whole list of budgets, the first that fools kept)
+REFERENCES: dict[str, tuple[str, dict[str, Any], str]] = {
     "cw": ("L2CarliniWagnerAttack",
-           {"binary_search_steps": 5, "steps": 100, "stepsize": 0.05, "initial_const": 0.1, "confidence": 0.0}),
-    "deepfool": ("L2DeepFoolAttack", {"steps": 50, "overshoot": 0.02, "candidates": 10}),
+           {"binary_search_steps": 5, "steps": 100, "stepsize": 0.05, "initial_const": 0.1, "confidence": 0.0},
+           "minimal"),
+    "deepfool": ("L2DeepFoolAttack", {"steps": 50, "overshoot": 0.02, "candidates": 10}, "minimal"),
+    "gaussian-blur": ("GaussianBlurAttack", {"steps": 200, "distance": "l2"}, "minimal"),
+    "fgm": ("L2FastGradientAttack", {}, "sweep"),
+    "uniform-noise": ("LinfAdditiveUniformNoiseAttack", {}, "sweep"),
 }
 
 
 class _Reference(Attack):
     """foolbox's class with the old settings, under the new attack's name (so that seeding is identical) and traits."""
 
-    def __init__(self, like: Attack, foolbox_class: str, settings: dict[str, Any]) -> None:
-        super().__init__(foolbox_class=foolbox_class, **settings)
+    def __init__(self, like: Attack, foolbox_class: str, settings: dict[str, Any], call: str) -> None:
+        super().__init__(foolbox_class=foolbox_class, call=call, **settings)
         self.name, self.norm, self.kind, self.randomised = like.name, like.norm, like.kind, like.randomised
-        self._class, self._settings = foolbox_class, settings
+        self._like, self._class, self._settings, self._call = like, foolbox_class, settings, call
 
     def run(self, model, x, y, eps):
         import foolbox as fb
 
-        from attacks.adapters import foolbox_minimal
+        from attacks.adapters import foolbox_minimal, foolbox_model
 
         assert self.kind == AttackKind.MINIMAL
-        return foolbox_minimal(getattr(fb.attacks, self._class)(**self._settings), model, x, y)
+        settings = {k: getattr(fb.distances, v) if k == "distance" else v for k, v in self._settings.items()}
+        attack = getattr(fb.attacks, self._class)(**settings)
+        if self._call == "minimal":
+            return foolbox_minimal(attack, model, x, y)
+        _, clipped, success = attack(foolbox_model(model, x.device), x, y, epsilons=self._like.sweep_budgets(x))
+        result = x.clone()
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for adv, ok in zip(clipped, success):  # budgets in increasing order: keep the first success
+            take = ok & ~done
+            result[take] = adv[take]
+            done |= take
+        return result
 
 
 def _summary(adv, model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, size: str) -> dict[str, Any]:
