@@ -118,7 +118,7 @@ def compare_attacks(names: tuple[str, ...] = tuple(REFERENCES), n: int = 100, re
         row: dict[str, Any] = {"attack": name, "n": n, "old_s": round(times["old"], 1), "new_s": round(times["new"], 1),
                                "speedup": round(times["old"] / times["new"], 2),
                                "old_success": round(o["success"], 3), "new_success": round(w["success"], 3),
-                               f"old_median_{size}": round(o["median"], 4), f"new_median_{size}": round(w["median"], 4)}
+                               "size": size, "old_median": round(o["median"], 4), "new_median": round(w["median"], 4)}
         for i, e in enumerate(eps):
             row[f"old_acc_{format_eps(e)}"] = round(o["accuracy"][i], 3)
             row[f"new_acc_{format_eps(e)}"] = round(w["accuracy"][i], 3)
