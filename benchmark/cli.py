@@ -317,13 +317,17 @@ def overhead(n: int, repeats: int, device: str, save: Path | None) -> None:
 
 @perf.command()
 @click.option("--n", type=int, default=100, show_default=True)
+@click.option("--attack", "attack_spec", default="all", show_default=True,
+              help="The job's attack selection, e.g. 'all,-square,-autoattack,-pgd-restarts,-pgd-l2'.")
 @_save_option
-def grid(n: int, save: Path | None) -> None:
-    """Wall time of `bench run --defense feature-squeezing --attack all` on mnist5k, cold and cached."""
+def grid(n: int, attack_spec: str, save: Path | None) -> None:
+    """Wall time of `bench run --defense feature-squeezing --attack all` on mnist5k, cold and cached, per attack."""
     _setup(True)
     from .perf import grid_time
 
-    _emit_perf("grid", [grid_time(n=n)], save)
+    summary, per_attack = grid_time(n=n, attack=attack_spec)
+    _emit_perf("grid", [summary], save)
+    _emit_perf("grid_attacks", per_attack, save)
 
 
 @perf.command("attacks")

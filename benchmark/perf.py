@@ -5,7 +5,8 @@
   are interleaved and the best of ``repeats`` is kept for each, so that noise from other processes hurts both sides
   alike.
 * ``grid``: ``bench run --defense feature-squeezing --attack all`` on mnist5k with n=100, first with an empty cache
-  (training the classifier included), then with the classifier cached (adversarial inputs regenerated).
+  (training the classifier included), then with the classifier cached (adversarial inputs regenerated); also each
+  attack's own seconds in both runs, from its records.
 * ``attacks`` (:mod:`benchmark.perf_attacks`): attacks made cheaper against the implementation and settings they
   replaced: time, success, median size and accuracy per budget.
 """
@@ -76,20 +77,29 @@ def harness_overhead(n: int = 200, batch_size: int = 100, repeats: int = 3, devi
     return rows
 
 
-def grid_time(n: int = 100) -> dict[str, Any]:
-    """Wall time of the README's main job, cold (empty cache: trains the classifier) and with the classifier cached."""
+def grid_time(n: int = 100, attack: str = "all") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Wall time of the README's main job, cold (empty cache: trains the classifier) and with the classifier cached;
+    and each attack's own seconds in either run (from its records), slowest first."""
+    import json
+
     root = Path(tempfile.mkdtemp(prefix="bench-perf-"))
     env = {**os.environ, "BENCH_CACHE": str(root / "cache"), "BENCH_QUIET": "1"}
     cmd = [sys.executable, "-m", "benchmark.cli", "run", "--dataset", "mnist5k", "--defense", "feature-squeezing",
-           "--attack", "all", "--n", str(n), "--quiet"]
+           "--attack", attack, "--n", str(n), "--quiet"]
     try:
-        timings = {}
+        timings: dict[str, float] = {}
+        per_attack: dict[str, dict[str, Any]] = {}
         for label in ("cold", "cached"):
             results = root / f"results-{label}"
             shutil.rmtree(root / "cache" / "adversarial", ignore_errors=True)  # regenerate attacks, keep models
             t0 = time.perf_counter()
             subprocess.run([*cmd, "--results-dir", str(results)], env=env, check=True, capture_output=True)
             timings[f"{label}_s"] = round(time.perf_counter() - t0, 1)
-        return {"command": " ".join(cmd[3:]), **timings}
+            for path in sorted((results / "records").rglob("*.json")):
+                record = json.loads(path.read_text())
+                row = per_attack.setdefault(record["config"]["attack"], {"attack": record["config"]["attack"]})
+                row[f"{label}_s"] = round(record["provenance"]["attack_seconds"], 1)
+        attacks = sorted(per_attack.values(), key=lambda r: -r.get("cached_s", 0.0))
+        return {"command": " ".join(cmd[3:]), **timings}, attacks
     finally:
         shutil.rmtree(root, ignore_errors=True)
