@@ -17,7 +17,9 @@ def foolbox_minimal(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) 
     """Run a foolbox minimisation attack; where it reports failure, return the clean input.
 
     foolbox's CW, for one, returns an all-zero image where it found nothing: that is a failure, not an adversarial
-    example, so we never pass it on. (The harness re-checks every returned input anyway.)
+    example, so we never pass it on. (The harness re-checks every returned input anyway.) Caveat: foolbox's success
+    flag is its re-check of what it returns, so a blank image that the model happens to misclassify counts as a
+    success (seen with foolbox's CW on the 8x8 digits; our CW, attacks/cw.py, returns ``x`` there).
     """
     raw, _, success = attack(foolbox_model(model, x.device), x, y, epsilons=None)
     return torch.where(success.view(-1, 1, 1, 1), raw, x)
