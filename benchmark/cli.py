@@ -317,13 +317,33 @@ def overhead(n: int, repeats: int, device: str, save: Path | None) -> None:
 
 @perf.command()
 @click.option("--n", type=int, default=100, show_default=True)
+@click.option("--attack", "attack_spec", default="all", show_default=True,
+              help="The job's attack selection, e.g. 'all,-square,-autoattack,-pgd-restarts,-pgd-l2'.")
 @_save_option
-def grid(n: int, save: Path | None) -> None:
-    """Wall time of `bench run --defense feature-squeezing --attack all` on mnist5k, cold and cached."""
+def grid(n: int, attack_spec: str, save: Path | None) -> None:
+    """Wall time of `bench run --defense feature-squeezing --attack all` on mnist5k, cold and cached, per attack."""
     _setup(True)
     from .perf import grid_time
 
-    _emit_perf("grid", [grid_time(n=n)], save)
+    summary, per_attack = grid_time(n=n, attack=attack_spec)
+    _emit_perf("grid", [summary], save)
+    _emit_perf("grid_attacks", per_attack, save)
+
+
+@perf.command("attacks")
+@click.option("--attack", "attack_names", default="cw,deepfool,gaussian-blur,fgm,uniform-noise", show_default=True,
+              help="Comma-separated attacks that have a reference (the implementation and settings they replaced).")
+@click.option("--n", type=int, default=100, show_default=True)
+@click.option("--repeats", type=int, default=1, show_default=True, help="Interleaved runs; the best time is kept.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def attacks_perf(attack_names: str, n: int, repeats: int, device: str, save: Path | None) -> None:
+    """Cheaper attacks against what they replaced: time, success, median size, accuracy per budget (mnist5k ResNet)."""
+    _setup(True)
+    from .perf_attacks import compare_attacks
+
+    names = tuple(a.strip() for a in attack_names.split(",") if a.strip())
+    _emit_perf("attacks", compare_attacks(names, n=n, repeats=repeats, device=device), save)
 
 
 @perf.command("pixeldefend")
