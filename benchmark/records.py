@@ -116,6 +116,14 @@ def exists(results_dir: Path, config: dict[str, Any]) -> bool:
     return record_path(results_dir, config).exists()
 
 
+def load_one(results_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The cell's record, or None when there is none or it does not parse (then the cell is simply run again)."""
+    try:
+        return json.loads(record_path(results_dir, config).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def load_all(results_dir: Path) -> list[LoadedRecord]:
     """Every record under ``results_dir``, sorted by path. One that does not parse or validate is a BenchError
     naming it: a leaderboard is never built from a record that was silently skipped."""

@@ -8,6 +8,7 @@ per defense (see :mod:`benchmark.threats`).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -237,9 +238,13 @@ def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
     todo: dict[str, list[str]] = {}
     for d in defenses:
         for a in attacks:
-            if records.exists(plan.results_dir, cell_config(plan, d, a, attacks[a].budgets(eps), n)):
+            old = records.load_one(plan.results_dir, cell_config(plan, d, a, attacks[a].budgets(eps), n))
+            changed = None if old is None else attack_changed(old, attacks[a])
+            if old is not None and changed is None:
                 results[(d, a)] = CellResult(d, a, "skipped", message="record exists")
             else:
+                if changed:
+                    log.warning("%s x %s: %s; running the cell again", d, a, changed)
                 todo.setdefault(d, []).append(a)
 
     # defenses that share a training configuration share a classifier and its adversarial inputs
@@ -261,6 +266,21 @@ def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
                    store, results, cells_bar, substitute)
     cells_bar.close()
     return [results[(d, a)] for d in defenses for a in attacks]
+
+
+def attack_changed(record: dict[str, Any], attack: Attack) -> str | None:
+    """Why ``record`` no longer describes what ``attack`` does now (its implementation or one of its options
+    changed since it was written), or None. Record ids hash the cell, not the attack's settings, so that tuning an
+    attack re-runs its cells instead of leaving numbers from the old attack on the leaderboard."""
+    want = json.loads(json.dumps({"implementation": attack.library, "options": attack.options()}))
+    have = record.get("attack") or {}
+    have_options = have.get("options") or {}
+    if have.get("implementation") != want["implementation"]:
+        return f"the attack's implementation changed ({have.get('implementation')} -> {want['implementation']})"
+    diff = sorted(k for k, v in want["options"].items() if have_options.get(k) != v)
+    if diff:
+        return f"the attack's options changed ({', '.join(diff)})"
+    return None
 
 
 def _run_group(plan, dataset: Dataset, points: Split, test_hash: str, eps, defenses: dict[str, Defense],

@@ -154,6 +154,20 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
     missing = bench("leaderboard", "--check", "--results-dir", str(results), "--output", str(board))
     assert missing.exit_code != 0 and "missing" in missing.stderr
 
+    # a record written by an attack whose settings have since changed is stale: its cell runs again, the others not
+    stale = next(p for p in files if json.loads(p.read_text())["config"]["attack"] == "deepfool")
+    rec = json.loads(stale.read_text())
+    option = sorted(rec["attack"]["options"])[0]
+    rec["attack"]["options"][option] = "an older setting"
+    stale.write_text(json.dumps(rec))
+    third = bench("run", *GRID, "--results-dir", str(results))
+    assert third.exit_code == 0, third.output
+    statuses = {(r[0], r[1]): r[2] for r in (line.split() for line in third.stdout.splitlines()[2:] if line.strip())}
+    assert statuses.pop((rec["config"]["defense"], "deepfool")) == "done"
+    assert set(statuses.values()) == {"skipped"}
+    assert f"the attack's options changed ({option})" in third.stderr
+    assert json.loads(stale.read_text())["attack"]["options"][option] != "an older setting"
+
 
 # -- the adaptive and transfer threat models ------------------------------------------------------------------------
 
