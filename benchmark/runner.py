@@ -30,11 +30,12 @@ from .device import resolve_device
 from .errors import BenchError, CellFailed
 from .hashing import config_hash
 from .progress import progress
+from .sanity import largest_perturbations, probe_defense
 from .provenance import git_commit, versions
 from .registry import ATTACKS, DATASETS, MODELS
 from .store import ModelStore
 from .threats import ThreatOptions, adaptive_target, config_options, eval_draws, substitute_for
-from .vocab import Threat
+from .vocab import AttackKind, Threat
 from .zoo import classifier_spec, get_classifier
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class _CleanEval:
     correct: torch.Tensor
     detected: torch.Tensor | None
     ms_per_image: torch.Tensor
+    checks: dict[str, Any]  # the defense's sanity probes (benchmark.sanity)
 
 
 def ensure_writable(results_dir: Path) -> None:
@@ -187,8 +189,10 @@ def build_record(
         "config": config,
         "attack": {"norm": attack.norm.value, "kind": attack.kind.value, "implementation": attack.library,
                    "options": {**attack.options(), **(source.attack_options if source else {})},
-                   "randomised": attack.randomised},
+                   "randomised": attack.randomised, "needs_gradients": attack.needs_gradients},
         "defense": {"traits": defense.traits(), "options": defense.options(), "eval_draws": draws},
+        "checks": {**clean.checks, "largest_perturbation": largest_perturbations(
+            points.x, adv.per_eps, attack.norm.value if attack.kind == AttackKind.FIXED else "linf")},
         "substitute": source.substitute if source else None,
         "classifier": {"key": classifier_meta["key"], "test_accuracy": classifier_meta["metrics"]["test_accuracy"],
                        "training_defense": classifier_meta["spec"].get("training_defense")},
@@ -236,16 +240,21 @@ def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
 
     results: dict[tuple[str, str], CellResult] = {}
     todo: dict[str, list[str]] = {}
+    missing_checks: dict[str, list[dict[str, Any]]] = {}
     for d in defenses:
         for a in attacks:
             old = records.load_one(plan.results_dir, cell_config(plan, d, a, attacks[a].budgets(eps), n))
             changed = None if old is None else attack_changed(old, attacks[a])
             if old is not None and changed is None:
                 results[(d, a)] = CellResult(d, a, "skipped", message="record exists")
+                if "checks" not in old:
+                    missing_checks.setdefault(d, []).append(old)
             else:
                 if changed:
                     log.warning("%s x %s: %s; running the cell again", d, a, changed)
                 todo.setdefault(d, []).append(a)
+
+    _add_missing_checks(plan, dataset, points, defenses, missing_checks, device, store)
 
     # defenses that share a training configuration share a classifier and its adversarial inputs
     groups: dict[str, list[str]] = {}
@@ -266,6 +275,25 @@ def run(plan: RunPlan, store: ModelStore | None = None) -> list[CellResult]:
                    store, results, cells_bar, substitute)
     cells_bar.close()
     return [results[(d, a)] for d in defenses for a in attacks]
+
+
+def _probe(plan: RunPlan, classifier: nn.Module, defense: Defense, points: Split, device: torch.device
+           ) -> dict[str, Any]:
+    return probe_defense(classifier, defense, points.x.to(device), points.y.to(device),
+                         plan.threat_options.eot_samples, plan.seed)
+
+
+def _add_missing_checks(plan: RunPlan, dataset: Dataset, points: Split, defenses: dict[str, Defense],
+                        stale: dict[str, list[dict[str, Any]]], device: torch.device, store: ModelStore) -> None:
+    """Records written before sanity checks existed get the defense's probes added (they do not depend on the
+    attack), so that every record carries them without re-running its attack."""
+    for d, recs in stale.items():
+        classifier, _ = get_classifier(dataset, plan.model, defenses[d], plan.seed, device, store)
+        defenses[d].prepare(DefenseContext(dataset, classifier, device, store, plan.seed))
+        checks = _probe(plan, classifier, defenses[d], points, device)
+        for rec in recs:
+            records.save(plan.results_dir, {**rec, "checks": checks})
+        log.info("%s: sanity checks added to %d earlier record(s)", d, len(recs))
 
 
 def attack_changed(record: dict[str, Any], attack: Attack) -> str | None:
@@ -295,7 +323,7 @@ def _run_group(plan, dataset: Dataset, points: Split, test_hash: str, eps, defen
             draws = eval_draws(plan.threat, defense, plan.threat_options)
             correct, flags, ms = defended_correct(defense, classifier, points.x, points.y, plan.batch_size, device,
                                                   plan.seed, draws)
-            clean[name] = _CleanEval(correct, flags, ms)
+            clean[name] = _CleanEval(correct, flags, ms, _probe(plan, classifier, defense, points, device))
         except CellFailed as exc:
             for a in todo[name]:
                 results[(name, a)] = CellResult(name, a, "failed", message=str(exc))

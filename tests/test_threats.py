@@ -78,6 +78,16 @@ class _Noise(Defense):
         return (x + self.sigma * torch.randn_like(x)).clamp(0, 1)
 
 
+class _SecretNoise(Defense):
+    """Adds noise but declares itself deterministic: the randomness probe must notice."""
+
+    name = "zz-secret-noise"
+    purifies = True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+
+
 class _Blank(Defense):
     """Replaces each input by a blank image with probability 0.3 per draw: wrong about 30% of the time at random."""
 
@@ -91,7 +101,7 @@ class _Blank(Defense):
 
 @pytest.fixture
 def toy_defenses():
-    toys = {cls.name: cls for cls in (_Quantise, _QuantiseClaimingGradients, _Noise, _Blank)}
+    toys = {cls.name: cls for cls in (_Quantise, _QuantiseClaimingGradients, _Noise, _Blank, _SecretNoise)}
     DEFENSES.names()  # load the built-ins first
     for name, factory in toys.items():
         DEFENSES.add(name, factory, "tests")
@@ -233,8 +243,9 @@ def test_adaptive_run_counts_draws(tmp_path: Path, toy_defenses, digits_classifi
                    threat=Threat.ADAPTIVE, threat_options=ThreatOptions(eot_samples=3, eval_draws=4),
                    device="cpu", results_dir=tmp_path, batch_size=20)
     run(plan)
-    # clean and adversarial evaluation: 4 draws each; FGSM: one gradient (3 draws) and foolbox's success check (1)
-    assert [noise.calls for noise in _Noise.instances] == [4 + 4 + 3 + 1]
+    # clean and adversarial evaluation: 4 draws each; FGSM: one gradient (3 draws) and foolbox's success check (1);
+    # the sanity probes: 3 runs for randomness, 1 watching for inner optimisation, 1 gradient (3 draws)
+    assert [noise.calls for noise in _Noise.instances] == [4 + 4 + 3 + 1 + 3 + 1 + 3]
 
 
 def test_transfer_attacks_a_substitute(tmp_path: Path, digits_classifier):
@@ -251,3 +262,33 @@ def test_transfer_attacks_a_substitute(tmp_path: Path, digits_classifier):
     # transferred inputs are weaker than white-box ones on the classifier they were not crafted on
     white_box = run(RunPlan(**{**vars(plan), "threat": Threat.OBLIVIOUS, "defenses": ("none",)}))[0].record
     assert rec["summary"]["robust_accuracy"][0] > white_box["summary"]["robust_accuracy"][0]
+
+
+def test_gradient_masking_toy_trips_the_sanity_checks(tmp_path: Path, toy_defenses, digits_classifier):
+    from attacks.autoattack import Square
+    from benchmark import leaderboard, records
+
+    ATTACKS.add("zz-square", lambda: Square(n_queries=300), "tests")  # Square's full 5,000 queries take minutes
+    try:
+        plan = RunPlan(dataset="digits", defenses=("none", "zz-quantise-claims-gradients", "zz-secret-noise"),
+                       attacks=("pgd", "zz-square"), eps=(25 / 255,), n=N, threat=Threat.ADAPTIVE, device="cpu",
+                       results_dir=tmp_path)
+        assert {r.status for r in run(plan)} == {"done"}
+    finally:
+        ATTACKS._entries.pop("zz-square", None)
+    recs = _records(tmp_path)
+    masked = recs[("zz-quantise-claims-gradients", "pgd")]["checks"]
+    assert masked["gradients"]["zero"] == 1.0 and masked["randomness"]["observed"] is False
+    secret = recs[("zz-secret-noise", "pgd")]["checks"]["randomness"]
+    assert secret == {"declared": False, "observed": True, "repeatable": True}
+    plain = recs[("none", "pgd")]["checks"]
+    assert plain["gradients"] == {"zero": 0.0, "nonfinite": 0.0} and not plain["optimises_in_forward"]
+    assert plain["largest_perturbation"][0] <= 25 / 255 + 1e-6
+
+    text = leaderboard.render(records.load_all(tmp_path))
+    headline = {line.split("|")[1].strip(): line for line in text.splitlines()
+                if line.startswith("|") and "**" in line}
+    assert "zero gradients (100%)" in headline["zz-quantise-claims-gradients"]
+    assert "zz-square (adaptive) beats every gradient attack" in headline["zz-quantise-claims-gradients"]
+    assert "random but declared deterministic" in headline["zz-secret-noise"]
+    assert headline["none"].rstrip(" |").endswith("ok")
