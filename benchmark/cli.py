@@ -252,9 +252,9 @@ def leaderboard(check: bool, results_dir: Path, output: Path) -> None:
 def plot(results_dir: Path) -> None:
     """Draw figures from the records into RESULTS_DIR/figures (linked from the leaderboard)."""
     from .detection import detection_figures
-    from .plots import accuracy_heatmaps
+    from .plots import accuracy_heatmaps, robustness_curves
 
-    for path in [*accuracy_heatmaps(results_dir), *detection_figures(results_dir)]:
+    for path in [*accuracy_heatmaps(results_dir), *robustness_curves(results_dir), *detection_figures(results_dir)]:
         click.echo(f"wrote {path}")
 
 
