@@ -292,3 +292,16 @@ def test_gradient_masking_toy_trips_the_sanity_checks(tmp_path: Path, toy_defens
     assert "zz-square (adaptive) beats every gradient attack" in headline["zz-quantise-claims-gradients"]
     assert "random but declared deterministic" in headline["zz-secret-noise"]
     assert headline["none"].rstrip(" |").endswith("ok")
+
+
+def test_perf_adaptive_reports_a_step_cost_per_defense(digits_classifier):
+    from test_cli import bench
+
+    result = bench("perf", "adaptive", "--dataset", "digits", "--defense", "none,zz-missing", "--n", "4")
+    assert result.exit_code == 2 and "zz-missing" in result.output  # unknown names: one line, exit 2
+    result = bench("perf", "adaptive", "--dataset", "digits", "--defense", "none,feature-squeezing", "--n", "4",
+                   "--steps", "1")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| digits")]
+    assert len(rows) == 2 and "feature-squeezing: bpda-surrogate" in rows[1]
+    assert all(float(row.split("|")[7]) > 0 for row in rows)
