@@ -383,6 +383,35 @@ def adaptive_perf(dataset: str, model: str, defense_names: str, n: int, steps: i
     _emit_perf("adaptive", adaptive_step_cost(dataset, model, names, n=n, steps=steps, device=device), save)
 
 
+@main.command()
+@click.option("--dataset", default="mnist5k", show_default=True)
+@click.option("--model", default="resnet", show_default=True)
+@click.option("--defense", "defense_name", default="pixeldefend", show_default=True, help="A purifying defense.")
+@click.option("--attack", "attack_name", default="pgd", show_default=True)
+@click.option("--threat", type=click.Choice(["oblivious", "adaptive"]), default="adaptive", show_default=True)
+@click.option("--eps", "eps_values", multiple=True, help="Budgets (default: the data set's).")
+@click.option("--n", type=click.IntRange(1), default=20, show_default=True, help="Test points.")
+@_common_model_options
+def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, data_root, download, device, seed,
+             quiet) -> None:
+    """How much of an attack's perturbation survives a purifier (undone sub-pixels, surviving L1 share)."""
+    _setup(quiet)
+    from tabulate import tabulate
+
+    from .budgets import parse_eps_list
+    from .data import load_dataset
+    from .diagnose import purification_survival
+    from .registry import ATTACKS, DEFENSES
+    from .vocab import Threat
+
+    DEFENSES.select(defense_name)
+    ATTACKS.get(attack_name)
+    eps = parse_eps_list(eps_values) if eps_values else load_dataset(dataset, data_root, download).default_eps
+    rows = purification_survival(dataset, model, defense_name, attack_name, tuple(eps), n, Threat(threat), seed=seed,
+                                 device=device, data_root=data_root)
+    click.echo(tabulate(rows, headers="keys", tablefmt="github"))
+
+
 from .detect_cmd import detect  # noqa: E402  (defined in its own module; registered here)
 
 main.add_command(detect)

@@ -305,3 +305,14 @@ def test_perf_adaptive_reports_a_step_cost_per_defense(digits_classifier):
     rows = [line for line in result.output.splitlines() if line.startswith("| digits")]
     assert len(rows) == 2 and "feature-squeezing: bpda-surrogate" in rows[1]
     assert all(float(row.split("|")[7]) > 0 for row in rows)
+
+
+def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
+    from benchmark.diagnose import purification_survival
+
+    common = dict(dataset_name="digits", model_name="resnet", attack_name="fgsm", eps=(25 / 255,), n=10,
+                  threat=Threat.OBLIVIOUS, device="cpu")
+    (none,) = purification_survival(defense_name="none", **common)
+    assert none["undone"] == 0 and none["surviving_l1"] == 1.0 and none["perturbed_subpixels"] > 0.5
+    (squeezed,) = purification_survival(defense_name="feature-squeezing", **common)
+    assert squeezed["undone"] > 0.3  # bit-depth reduction rounds most small changes back
