@@ -106,6 +106,12 @@ def test_defense_contract(name, digits, digits_classifier):
         assert approx.shape == x.shape and torch.isfinite(approx).all()
         approx.sum().backward()
         assert probe.grad is not None and probe.grad.abs().sum() > 0, f"{name}'s bpda_surrogate passes no gradient"
+    if defense.classifies:  # the decision is the defense's: one score per class, the same for the same seed
+        torch.manual_seed(0)
+        scores = defense.classify(model, out)
+        assert scores.shape == (len(x), digits.num_classes) and torch.isfinite(scores).all()
+        torch.manual_seed(0)
+        assert torch.equal(scores, defense.classify(model, out))
     if defense.detects:
         flags = defense.detect(x, model)
         assert flags.dtype == torch.bool and flags.shape == (len(x),)
