@@ -18,7 +18,7 @@ from benchmark.vocab import AttackKind, Norm
 
 EPS = 25 / 255
 N = 24
-COMPOSITIONS = ["adv-fgsm+feature-squeezing"]
+COMPOSITIONS = ["adv-fgsm+feature-squeezing", "jpeg+region-based"]
 # Ensembles and query attacks keep working on the examples still unfooled: at 25/255 about a third of the digits
 # survive and AutoAttack's later members or Square's 5,000 queries take ~50 s each. At 0.3 their first steps fool
 # every digit, which checks the contract in a second; the full run at EPS is in the slow set (-m slow).
