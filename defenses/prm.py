@@ -210,6 +210,7 @@ class PixelRobustnessManipulator(Defense):
             raise BenchError(f"epochs must be a positive integer, not {epochs!r}")
         self.lam, self.mask_rate, self.stride, self.epochs = float(lam), float(mask_rate), stride, epochs
         self.layer: SparseFirstLayer | None = None
+        self.trained_with: PRMConfig | None = None  # the layer's training configuration, once prepared
         self.layer_key: str | None = None
         self.metrics: dict[str, Any] = {}
 
@@ -218,7 +219,8 @@ class PixelRobustnessManipulator(Defense):
         return PRMConfig(stride=self.stride, lam=self.lam, mask_rate=self.mask_rate, epochs=epochs)
 
     def prepare(self, ctx: DefenseContext) -> None:
-        self.layer, meta = get_prm_layer(ctx, self.config(ctx.dataset.name))
+        self.trained_with = self.config(ctx.dataset.name)
+        self.layer, meta = get_prm_layer(ctx, self.trained_with)
         self.layer_key, self.metrics = meta["key"], meta["metrics"]
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,5 +230,6 @@ class PixelRobustnessManipulator(Defense):
         return self.layer(x * keep)
 
     def options(self) -> dict[str, Any]:
-        return {"lam": self.lam, "mask_rate": self.mask_rate, "stride": self.stride, "kernel": PRMConfig.kernel,
-                "epochs": self.epochs, "layer_key": self.layer_key}
+        train = self.trained_with.as_dict() if self.trained_with else {"lam": self.lam, "stride": self.stride,
+                                                                           "epochs": self.epochs}
+        return {"mask_rate": self.mask_rate, "train": train, "layer_key": self.layer_key}

@@ -264,3 +264,26 @@ def test_prm_trains_its_sparse_layer_on_digits(digits, digits_classifier, tmp_pa
     assert all(torch.equal(a, b) for a, b in zip(other.layer.state_dict().values(), defense.layer.state_dict().values()))
     x = digits.test.x[:32]
     assert not torch.equal(_seeded(defense, x, 0), _seeded(defense, x, 1))
+
+
+# -- parameters --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, kwargs, word", [
+    ("jpeg", {"quality": 0}, "quality"),
+    ("randomization", {"min_scale": 0}, "min_scale"),
+    ("spatial-smoothing", {"size": 5}, "window"),
+    ("pixel-deflection", {"deflections": -1}, "deflections"),
+    ("pixel-deflection", {"sigma": 0}, "sigma"),
+    ("tv-minimization", {"drop_rate": 1.0}, "drop_rate"),
+    ("tv-minimization", {"iterations": 0}, "iterations"),
+    ("region-based", {"radius": -0.3}, "radius"),
+    ("region-based", {"samples": 0}, "samples"),
+    ("prm", {"lam": -1}, "lam"),
+    ("prm", {"mask_rate": 1.5}, "mask_rate"),
+    ("prm", {"stride": 1}, "stride"),
+])
+def test_bad_parameters_are_one_clear_line(name, kwargs, word):
+    from benchmark.registry import DEFENSES
+
+    with pytest.raises(BenchError, match=word) as info:
+        DEFENSES.get(name).factory(**kwargs)
+    assert "\n" not in str(info.value)
