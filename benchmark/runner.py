@@ -129,10 +129,13 @@ def defended_predictions(
         _sync(device)
         t0 = time.perf_counter()
         purified = defense.purify(xb) if defense.purifies else xb
+        if defense.classifies:  # the decision is the defense's own (a vote): its cost is the defense's too
+            with torch.no_grad():
+                decided = defense.classify(classifier, purified).argmax(1)
         _sync(device)
         elapsed_ms = (time.perf_counter() - t0) * 1000
         check_defended(xb, purified, defense.name)
-        preds.append(predict(classifier, purified).cpu())
+        preds.append((decided if defense.classifies else predict(classifier, purified)).cpu())
         detected = defense.detect(xb, classifier) if defense.detects else None
         if detected is not None:
             flags.append(detected.cpu())

@@ -1,2 +1,14 @@
 """Built-in defenses; importing this package registers them."""
-from . import adversarial_training, feature_squeezing, none, pixeldefend  # noqa: F401  (label smoothing lives with adversarial training)
+from . import (  # noqa: F401  (label smoothing lives with adversarial training)
+    adversarial_training,
+    feature_squeezing,
+    jpeg,
+    none,
+    pixel_deflection,
+    pixeldefend,
+    prm,
+    randomization,
+    region_based,
+    spatial_smoothing,
+    tv_minimization,
+)
