@@ -53,6 +53,7 @@ class Defense:
     randomised: ClassVar[bool] = False  # the inference part draws random numbers
     detects: ClassVar[bool] = False  # offers detection scores (higher = more suspicious)
     classifies: ClassVar[bool] = False  # the inference part makes the decision itself (see classify)
+    optimises: ClassVar[bool] = False  # the inference part solves an optimisation problem per input (a sanity check)
 
     @classmethod
     def describe(cls) -> dict[str, str]:

@@ -3,11 +3,14 @@ et al. 2019, "On Evaluating Adversarial Robustness", section 5): stored in every
 
 Probed once per defense on a few clean test points (:func:`probe_defense`):
 
-- ``randomness``: the pipeline is run twice with one seed and once with another. A defense that declares itself
+- ``randomness``: the pipeline (purified input; scores too for a defense that classifies) is run twice with one
+  seed and once with another. A defense that declares itself
   deterministic must give identical outputs across seeds; one that declares itself randomised must differ across
   seeds (else its EOT and multi-draw evaluation are wasted and its trait is wrong); both must repeat for one seed.
-- ``optimises_in_forward``: the defense computes gradients while purifying (an inner optimisation, as in
-  Defense-GAN's projection). Gradients through such a step are unreliable, so adaptive attacks need BPDA on it.
+- ``optimises_in_forward``: the defense solves an optimisation problem per input, as declared (``optimises``) or
+  observed (it calls autograd while purifying, as Defense-GAN's projection does). Gradients through such a step are
+  those of an unrolled optimiser and unreliable: a defense differentiated through one is flagged; through BPDA it is
+  only noted.
 - ``gradients``: the input gradient of the cross-entropy loss through the pipeline as an adaptive attacker takes it
   (:class:`attacks.adaptive.DefendedModel`: real gradients, BPDA, EOT): the share of examples whose gradient is all
   zero, and of those with a NaN or infinite entry. Either one stops gradient attacks while proving nothing.
@@ -59,20 +62,33 @@ def _purify(defense: Defense, x: torch.Tensor, seed: int) -> torch.Tensor:
         return defense.purify(x) if defense.purifies else x
 
 
-def probe_randomness(defense: Defense, x: torch.Tensor, seed: int) -> dict[str, Any]:
-    first = _purify(defense, x, seed)
-    again = _purify(defense, x, seed)
-    other = _purify(defense, x, seed + 1)
+def _pipeline(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """What the defense outputs: its purified input, and its scores too when it makes the decision itself."""
+    purified = _purify(defense, x, seed)
+    if not defense.classifies:
+        return purified
+    with torch.no_grad():
+        return torch.cat([purified.flatten(1), defense.classify(classifier, purified)], 1)
+
+
+def probe_randomness(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> dict[str, Any]:
+    first = _pipeline(classifier, defense, x, seed)
+    again = _pipeline(classifier, defense, x, seed)
+    other = _pipeline(classifier, defense, x, seed + 1)
     observed = not torch.equal(first, other)
     return {"declared": bool(defense.randomised), "observed": observed, "repeatable": torch.equal(first, again)}
 
 
-def probe_optimisation(defense: Defense, x: torch.Tensor, seed: int) -> bool:
-    if not defense.purifies:
-        return False
-    with _count_gradient_calls() as calls:
-        _purify(defense, x, seed)
-    return calls[0] > 0
+def probe_optimisation(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> dict[str, bool]:
+    """Declared (``optimises``, e.g. a closed-form iterative solver) or observed (autograd called while purifying),
+    and whether adaptive attacks differentiate through it (unrolled optimisation: unreliable gradients) or use BPDA."""
+    observed = False
+    if defense.purifies or defense.classifies:
+        with _count_gradient_calls() as calls:
+            _pipeline(classifier, defense, x, seed)
+        observed = calls[0] > 0
+    return {"declared": bool(getattr(defense, "optimises", False)), "observed": observed,
+            "differentiated": bool(defense.differentiable)}
 
 
 def probe_gradients(classifier: nn.Module, defense: Defense, x: torch.Tensor, y: torch.Tensor, eot_samples: int,
@@ -84,8 +100,8 @@ def probe_gradients(classifier: nn.Module, defense: Defense, x: torch.Tensor, y:
     x = x.clone().requires_grad_(True)
     with torch.enable_grad():
         loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
-    if grad is None:  # nothing connects the output to the input
+        grad = torch.autograd.grad(loss, x, allow_unused=True)[0] if loss.requires_grad else None
+    if grad is None:  # nothing connects the output to the input (a detached purifier declared differentiable)
         grad = torch.zeros_like(x)
     flat = grad.detach().flatten(1)
     nonfinite = ~torch.isfinite(flat).all(1)
@@ -99,8 +115,8 @@ def probe_defense(classifier: nn.Module, defense: Defense, x: torch.Tensor, y: t
     x, y = x[:PROBE_POINTS], y[:PROBE_POINTS]
     return {
         "probe_points": len(x),
-        "randomness": probe_randomness(defense, x, seed),
-        "optimises_in_forward": probe_optimisation(defense, x, seed),
+        "randomness": probe_randomness(classifier, defense, x, seed),
+        "optimises_in_forward": probe_optimisation(classifier, defense, x, seed),
         "gradients": probe_gradients(classifier, defense, x, y, eot_samples, seed),
     }
 
@@ -117,8 +133,12 @@ def defense_flags(checks: dict[str, Any] | None) -> list[str]:
         flags.append("declared random, never varies")
     if rnd.get("repeatable") is False:
         flags.append("not repeatable for a seed")
-    if checks.get("optimises_in_forward"):
-        flags.append("optimises in forward")
+    opt = checks.get("optimises_in_forward") or {}
+    if opt.get("declared") or opt.get("observed"):
+        # through BPDA it is handled; differentiated through, its gradients are those of an unrolled optimiser
+        flags.append("optimises in forward" + (", differentiated through it" if opt.get("differentiated") else ""))
+        if opt.get("observed") and not opt.get("declared"):
+            flags.append("optimises in forward, not declared")
     grads = checks.get("gradients") or {}
     if grads.get("zero", 0) > ZERO_GRADIENT_LIMIT:
         flags.append(f"zero gradients ({round(100 * grads['zero'])}%)")

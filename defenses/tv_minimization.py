@@ -77,6 +77,7 @@ class TVMinimization(Defense):
     purifies = True
     differentiable = False  # an optimisation in the forward pass: BPDA with the identity (Athalye et al. 2018)
     randomised = True
+    optimises = True
 
     def __init__(self, drop_rate: float = DROP_RATE, weight: float = WEIGHT, iterations: int = ITERATIONS) -> None:
         if not (isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1):

@@ -282,7 +282,8 @@ def test_gradient_masking_toy_trips_the_sanity_checks(tmp_path: Path, toy_defens
     secret = recs[("zz-secret-noise", "pgd")]["checks"]["randomness"]
     assert secret == {"declared": False, "observed": True, "repeatable": True}
     plain = recs[("none", "pgd")]["checks"]
-    assert plain["gradients"] == {"zero": 0.0, "nonfinite": 0.0} and not plain["optimises_in_forward"]
+    assert plain["gradients"] == {"zero": 0.0, "nonfinite": 0.0}
+    assert plain["optimises_in_forward"] == {"declared": False, "observed": False, "differentiated": True}
     assert plain["largest_perturbation"][0] <= 25 / 255 + 1e-6
 
     text = leaderboard.render(records.load_all(tmp_path))
@@ -316,3 +317,36 @@ def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
     assert none["undone"] == 0 and none["surviving_l1"] == 1.0 and none["perturbed_subpixels"] > 0.5
     (squeezed,) = purification_survival(defense_name="feature-squeezing", **common)
     assert squeezed["undone"] > 0.3  # bit-depth reduction rounds most small changes back
+
+
+class _InnerDescent(Defense):
+    """Purifies by a few steps of gradient descent towards a smoother image, without declaring it."""
+
+    name = "zz-inner-descent"
+    purifies = True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            for _ in range(3):
+                loss = ((z - x) ** 2).sum() + (z[..., 1:] - z[..., :-1]).abs().sum()
+                (grad,) = torch.autograd.grad(loss, z)
+                z = (z - 0.05 * grad).detach().requires_grad_(True)
+        return z.detach().clamp(0, 1)
+
+
+def test_inner_optimisation_is_seen_and_flagged(digits_classifier, points):
+    from benchmark.sanity import defense_flags, probe_defense
+
+    (x, y), model = points, digits_classifier[0]
+    checks = probe_defense(model, _InnerDescent(), x, y, eot_samples=1, seed=0)
+    assert checks["optimises_in_forward"] == {"declared": False, "observed": True, "differentiated": True}
+    assert defense_flags(checks) == ["optimises in forward, differentiated through it",
+                                     "optimises in forward, not declared",
+                                     "zero gradients (100%)"]  # its output is detached: no gradient reaches x
+    tv = build_defense("tv-minimization")
+    tv.prepare(DefenseContext(None, model, CPU, ModelStore(), 0))
+    checks = probe_defense(model, tv, x, y, eot_samples=2, seed=0)
+    assert checks["optimises_in_forward"] == {"declared": True, "observed": False, "differentiated": False}
+    assert checks["randomness"] == {"declared": True, "observed": True, "repeatable": True}
+    assert defense_flags(checks) == ["optimises in forward"]
