@@ -207,7 +207,14 @@ def test_region_based_decides_in_the_runner_and_in_the_adaptive_model(digits, di
 
     model, _ = digits_classifier
     defense = _prepared("region-based", digits, model)
-    assert defense.options() == {"radius": 0.3, "samples": 100, "region": "linf hypercube within [0, 1]"}
+    opts = defense.options()
+    search = opts.pop("radius_search")
+    assert opts == {"radius": defense.radius, "samples": 100, "region": "linf hypercube within [0, 1]"}
+    # Cao and Gong's choice: the first (largest) radius whose vote keeps the classifier's validation accuracy
+    tried = search["vote_accuracy"]
+    assert list(tried)[-1] == str(defense.radius) and float(list(tried)[0]) == 0.3
+    assert tried[str(defense.radius)] >= search["classifier_accuracy"] - 0.01
+    assert all(v < search["classifier_accuracy"] - 0.01 for v in list(tried.values())[:-1])
     x, y = digits.test.x[:40], digits.test.y[:40]
     correct, _, _ = defended_correct(defense, model, x, y, 16, torch.device("cpu"), seed=0)
     again, _, _ = defended_correct(defense, model, x, y, 16, torch.device("cpu"), seed=0)
