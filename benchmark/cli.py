@@ -171,21 +171,28 @@ def list_(what: str) -> None:
 @click.option("--model", default="resnet", show_default=True, help="Classifier architecture.")
 @click.option("--defense", "defense_name", default="none", show_default=True,
               help="Training-time defense (adv-fgsm, adv-bim, label-smoothing) or none.")
-@click.option("--size", default="small", show_default=True, help="PixelCNN preset: tiny, small or large.")
+@click.option("--size", default="small", show_default=True, help="PixelCNN preset: tiny, small or large; GAN: tiny or small.")
+@click.option("--latent", type=click.IntRange(min=1), default=None, help="GAN latent size (default 128).")
 @click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=Path("results/figures"),
-              show_default=True, help="Where the PixelCNN's sample grid is written.")
+              show_default=True, help="Where the PixelCNN's or GAN's sample grid is written.")
 @_common_model_options
-def train(what, dataset, model, defense_name, size, figures, data_root, download, device, seed, quiet) -> None:
-    """Train a model into the store (or report the cached one). WHAT: classifier (default) or pixelcnn."""
+def train(what, dataset, model, defense_name, size, latent, figures, data_root, download, device, seed, quiet) -> None:
+    """Train a model into the store (or report the cached one). WHAT: classifier (default), pixelcnn or gan."""
     _setup(quiet)
     from .data import load_dataset
     from .device import resolve_device
     from .errors import BenchError
     from .store import ModelStore
 
-    if what not in ("classifier", "pixelcnn"):
-        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn")
+    if what not in ("classifier", "pixelcnn", "gan"):
+        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn, gan")
     data = load_dataset(dataset, data_root, download)
+    if what == "gan":
+        from .gan_training import train_gan_command
+
+        for line in train_gan_command(data, resolve_device(device), seed, size, latent, figures):
+            click.echo(line)
+        return
     if what == "pixelcnn":
         from .generative import get_pixelcnn, sample_figure
 

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, Union
 
 import torch
 from torch import nn
@@ -100,18 +100,30 @@ def _reference_points(train: Split, seed: int) -> torch.Tensor:
     return train.x[idx.sort().values]
 
 
+Optimizers = Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]]
+
+
+def _owner(opt: Optimizers, p: nn.Parameter) -> torch.optim.Optimizer:
+    """The optimizer that updates ``p`` (a GAN has one for the generator and one for the critic)."""
+    opts = [opt] if isinstance(opt, torch.optim.Optimizer) else opt
+    for o in opts:
+        if any(p is q for group in o.param_groups for q in group["params"]):
+            return o
+    raise ValueError("a parameter of the model belongs to none of the optimizers")
+
+
 class _Checkpoint:
     """Per-epoch training state beside the final checkpoint, so an interrupted training resumes at its last epoch."""
 
     def __init__(self, folder: Path) -> None:
         self.weights, self.meta = folder / "partial.safetensors", folder / "partial.json"
 
-    def save(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, seconds: float) -> None:
+    def save(self, model: nn.Module, opt: Optimizers, epoch: int, seconds: float) -> None:
         from safetensors.torch import save_file
 
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         for i, p in enumerate(model.parameters()):
-            for k, v in opt.state[p].items():
+            for k, v in _owner(opt, p).state[p].items():
                 if torch.is_tensor(v):
                     tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
         tmp = self.weights.with_suffix(".tmp")
@@ -119,7 +131,7 @@ class _Checkpoint:
         tmp.replace(self.weights)
         atomic_write_text(self.meta, json.dumps({"epoch": epoch, "seconds": seconds}))
 
-    def load(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    def load(self, model: nn.Module, opt: Optimizers) -> tuple[int, float]:
         """(epochs done, seconds spent) restored into model and optimizer; (0, 0) when there is nothing to resume."""
         from safetensors.torch import load_file
 
@@ -132,10 +144,10 @@ class _Checkpoint:
             for i, p in enumerate(model.parameters()):
                 state = {k.split(".", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
                 if state:
-                    opt.state[p] = state
+                    _owner(opt, p).state[p] = state
             return int(info["epoch"]), float(info["seconds"])
         except Exception as exc:  # an unreadable partial state only costs the epochs it held
-            log.warning("cannot resume PixelCNN training from %s (%s); starting over", self.weights, exc)
+            log.warning("cannot resume training from %s (%s); starting over", self.weights, exc)
             return 0, 0.0
 
     def remove(self) -> None:
