@@ -177,21 +177,24 @@ def list_(what: str) -> None:
               show_default=True, help="Where the PixelCNN's or GAN's sample grid is written.")
 @_common_model_options
 def train(what, dataset, model, defense_name, size, latent, figures, data_root, download, device, seed, quiet) -> None:
-    """Train a model into the store (or report the cached one). WHAT: classifier (default), pixelcnn or gan."""
+    """Train a model into the store (or report the cached one). WHAT: classifier (default), pixelcnn, gan, or dip
+    (tunes the deep image prior's iteration count on validation data)."""
     _setup(quiet)
     from .data import load_dataset
     from .device import resolve_device
     from .errors import BenchError
     from .store import ModelStore
 
-    if what not in ("classifier", "pixelcnn", "gan"):
-        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn, gan")
+    if what not in ("classifier", "pixelcnn", "gan", "dip"):
+        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn, gan, dip (tunes its iterations)")
     data = load_dataset(dataset, data_root, download)
-    if what == "gan":
+    if what in ("gan", "dip"):
+        from .dip_tuning import train_dip_command
         from .gan_training import train_gan_command
 
-        for line in train_gan_command(data, resolve_device(device), seed, size, latent, figures):
-            click.echo(line)
+        lines = (train_gan_command(data, resolve_device(device), seed, size, latent, figures) if what == "gan"
+                 else train_dip_command(data, resolve_device(device), seed))
+        click.echo("\n".join(lines))
         return
     if what == "pixelcnn":
         from .generative import get_pixelcnn, sample_figure
@@ -369,6 +372,26 @@ def pixeldefend_perf(cases: tuple[str, ...], batch: int, reference_rows: int, de
     rows = [pixeldefend_speed(c, batch=batch, reference_rows=reference_rows, device=device) for c in cases]
     _emit_perf("pixeldefend", rows, save)
     _emit_perf("pixelcnn_training", [pixelcnn_training_speed(device=device)], save)
+
+
+@perf.command("gan")
+@click.option("--case", "cases", multiple=True, default=("28x28x1", "32x32x3"), show_default=True,
+              help="HxWxC (untrained networks of the default size) or a data set with a trained GAN.")
+@click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="Images per case.")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Projection steps L.")
+@click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True, help="Projection restarts R.")
+@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Deep image prior iterations.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def gan_perf(cases, n, steps, restarts, iterations, device, save) -> None:
+    """Projection onto a GAN and deep image prior fits: batched against one image at a time, same outputs."""
+    _setup(True)
+    from .perf_gan import dip_speed, matmul_flops_per_second, projection_speed
+
+    peak = matmul_flops_per_second()
+    _emit_perf("gan_projection", [projection_speed(c, n, steps, restarts, device, peak) for c in cases], save)
+    _emit_perf("dip", [dip_speed(c, n, iterations, device, peak) for c in cases], save)
 
 
 from .detect_cmd import detect  # noqa: E402  (defined in its own module; registered here)
