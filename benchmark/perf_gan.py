@@ -81,7 +81,7 @@ def projection_speed(case: str = "28x28x1", n: int = 16, steps: int = 200, resta
         "batched_s": round(batched_s, 2), "batched_ms_per_image": round(1000 * batched_s / n, 1),
         "each_s": round(each_s, 2), "each_ms_per_image": round(1000 * each_s / n, 1),
         "speedup": round(each_s / batched_s, 2), "max_abs_diff": float((batched - each).abs().max()),
-        "gflop_per_image": round(flops / n / 1e9, 2),
+        "mflop_per_image": round(flops / n / 1e6, 1),
         "floor_share_batched": round(flops / peak / batched_s, 3), "floor_share_each": round(flops / peak / each_s, 3),
         "matmul_gflops": round(peak / 1e9, 1),
     }
@@ -117,7 +117,7 @@ def dip_speed(case: str = "28x28x1", n: int = 16, iterations: int = 100, device:
         "batched_s": round(batched_s, 2), "batched_ms_per_image": round(1000 * batched_s / n, 1),
         "each_s": round(each_s, 2), "each_ms_per_image": round(1000 * each_s / n, 1),
         "speedup": round(each_s / batched_s, 2), "max_abs_diff": float((batched - each).abs().max()),
-        "gflop_per_image": round(flops / n / 1e9, 2),
+        "mflop_per_image": round(flops / n / 1e6, 1),
         "floor_share_batched": round(flops / peak / batched_s, 3), "floor_share_each": round(flops / peak / each_s, 3),
         "matmul_gflops": round(peak / 1e9, 1),
     }
