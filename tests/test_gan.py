@@ -168,3 +168,21 @@ def test_speed_benchmark_compares_outputs():
     assert row["max_abs_diff"] < 1e-6 and row["speedup"] > 0 and row["mflop_per_image"] > 0
     row = dip_speed("8x8x1", n=2, iterations=3, device="cpu", peak=1e10)
     assert row["max_abs_diff"] < 1e-6 and row["floor_share_batched"] > 0
+
+
+def test_min_max_attack_finds_close_pairs_the_classifier_tells_apart(digits, digits_classifier):
+    from defenses.robust_manifold import divergence, min_max_pairs
+
+    model, _ = digits_classifier
+    gan, _ = get_gan(digits, torch.device("cpu"), ModelStore())
+    generator = gan.generator
+    torch.manual_seed(0)
+    z0, z0b = min_max_pairs(model, generator, 16, eta=1.0, steps=1)
+    torch.manual_seed(0)
+    z, z2 = min_max_pairs(model, generator, 16, eta=1.0, steps=30)
+    with torch.no_grad():
+        a, b = generator(z), generator(z2)
+        before = divergence(model(generator(z0)), model(generator(z0b))).mean()
+        after = divergence(model(a), model(b)).mean()
+    assert after > 2 * before, f"mean divergence {float(before):.3f} -> {float(after):.3f}"
+    assert (a - b).flatten(1).norm(dim=1).median() <= 1.1  # the penalty holds the pairs near eta
