@@ -171,7 +171,8 @@ def list_(what: str) -> None:
 @click.option("--model", default="resnet", show_default=True, help="Classifier architecture.")
 @click.option("--defense", "defense_name", default="none", show_default=True,
               help="Training-time defense (adv-fgsm, adv-bim, label-smoothing) or none.")
-@click.option("--size", default="small", show_default=True, help="PixelCNN preset: tiny, small or large; GAN: tiny or small.")
+@click.option("--size", default="small", show_default=True,
+              help="PixelCNN preset: tiny, small or large; GAN: tiny or small.")
 @click.option("--latent", type=click.IntRange(min=1), default=None, help="GAN latent size (default 128).")
 @click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=Path("results/figures"),
               show_default=True, help="Where the PixelCNN's or GAN's sample grid is written.")
@@ -186,7 +187,8 @@ def train(what, dataset, model, defense_name, size, latent, figures, data_root, 
     from .store import ModelStore
 
     if what not in ("classifier", "pixelcnn", "gan", "dip"):
-        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn, gan, dip (tunes its iterations)")
+        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn, gan, "
+                         "dip (tunes its iterations)")
     data = load_dataset(dataset, data_root, download)
     if what in ("gan", "dip"):
         from .dip_tuning import train_dip_command

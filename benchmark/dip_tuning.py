@@ -53,8 +53,9 @@ def _accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return round(float((classifier(x).argmax(1) == y).float().mean()), 4)
 
 
-def tune_iterations(dataset: Dataset, classifier: nn.Module, device: torch.device, lr: float = 0.01, width: int = 32,
-                    seed: int = 0, points: int = POINTS, candidates: tuple[int, ...] = CANDIDATES) -> dict[str, Any]:
+def tune_iterations(dataset: Dataset, classifier: nn.Module, device: torch.device, lr: float = 0.001,
+                    width: int = 32, seed: int = 0, points: int = POINTS, candidates: tuple[int, ...] = CANDIDATES
+                    ) -> dict[str, Any]:
     """Measure every candidate count on validation data; the chosen count and the measurements."""
     from defenses.deep_image_prior import DIPFit, fit
 
@@ -74,8 +75,9 @@ def tune_iterations(dataset: Dataset, classifier: nn.Module, device: torch.devic
                            "adversarial_accuracy": _accuracy(classifier, adv, y)}}
 
 
-def tuned_iterations(dataset: Dataset, classifier: nn.Module, device: torch.device, lr: float = 0.01, width: int = 32,
-                     seed: int = 0, points: int = POINTS, candidates: tuple[int, ...] = CANDIDATES) -> dict[str, Any]:
+def tuned_iterations(dataset: Dataset, classifier: nn.Module, device: torch.device, lr: float = 0.001,
+                     width: int = 32, seed: int = 0, points: int = POINTS, candidates: tuple[int, ...] = CANDIDATES
+                     ) -> dict[str, Any]:
     """The cached tuning of this data set, classifier and fit (tuned now when missing)."""
     spec = {"dataset": dataset.name, "shape": list(dataset.shape), "classifier_sha256": weights_sha256(classifier),
             "lr": lr, "width": width, "seed": seed, "points": points, "candidates": list(candidates)}

@@ -27,7 +27,7 @@ from models.dip import DIPNet
 @dataclass(frozen=True)
 class DIPFit:
     iterations: int
-    lr: float = 0.01
+    lr: float = 0.001
     width: int = 32
     seed: int = 0
 
@@ -52,8 +52,8 @@ def fit(x: torch.Tensor, cfg: DIPFit, checkpoints: tuple[int, ...] = ()
         ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
     """Fit one network per image of x (B, C, H, W) in [0, 1], all at once.
 
-    Returns the fitted outputs (B, C, H, W), the loss of every iteration (iterations, B) and the outputs after each
-    iteration count in ``checkpoints`` (used by the tuning, which reads many counts off one fit).
+    Returns the fitted outputs (B, C, H, W) clamped to [0, 1], the loss of every iteration (iterations, B) and the
+    (clamped) outputs after each iteration count in ``checkpoints`` (the tuning reads many counts off one fit).
     """
     net, code = cfg.network(tuple(x.shape[1:]))
     net, code = net.to(x.device), code.to(x.device)
@@ -75,9 +75,9 @@ def fit(x: torch.Tensor, cfg: DIPFit, checkpoints: tuple[int, ...] = ()
             losses.append(per_image.detach())
             if it in checkpoints:
                 with torch.no_grad():
-                    snapshots[it] = forward(params).detach()
+                    snapshots[it] = forward(params).clamp(0, 1)
     with torch.no_grad():
-        out = forward(params).detach()
+        out = forward(params).clamp(0, 1)
     return out, torch.stack(losses), snapshots
 
 
@@ -95,7 +95,7 @@ def fit_each(x: torch.Tensor, cfg: DIPFit) -> torch.Tensor:
                 loss.backward()
                 opt.step()
         with torch.no_grad():
-            outs.append(net(code))
+            outs.append(net(code).clamp(0, 1))
     return torch.cat(outs)
 
 
@@ -110,7 +110,7 @@ class DeepImagePrior(Defense):
     purifies = True
     differentiable = False  # an optimisation loop in the forward pass: adaptive attacks take BPDA
 
-    def __init__(self, iterations: int | None = None, lr: float = 0.01, width: int = 32, seed: int = 0,
+    def __init__(self, iterations: int | None = None, lr: float = 0.001, width: int = 32, seed: int = 0,
                  batch_size: int = 64) -> None:
         if iterations is not None:
             positive_int("iterations", iterations)
@@ -122,7 +122,7 @@ class DeepImagePrior(Defense):
     def prepare(self, ctx: DefenseContext) -> None:
         if self.iterations is not None:
             return
-        if ctx.dataset.name in TUNED_ITERATIONS and (self.lr, self.width, self.seed) == (0.01, 32, 0):
+        if ctx.dataset.name in TUNED_ITERATIONS and (self.lr, self.width, self.seed) == (0.001, 32, 0):
             self.iterations = TUNED_ITERATIONS[ctx.dataset.name]
             self.tuning = {"source": "TUNED_ITERATIONS (bench train dip)", "dataset": ctx.dataset.name}
             return

@@ -3,8 +3,10 @@
 Ulyanov, Vedaldi and Lempitsky, "Deep Image Prior", CVPR 2018 (https://arxiv.org/abs/1711.10925): an untrained
 network reproduces the structure of natural images long before it reproduces noise, so stopping its fit early keeps
 the image and leaves the noise out. Two stride-2 convolutions down, nearest-neighbour upsampling and convolutions up
-(no skip connections: the bottleneck is the prior), leaky ReLU, a sigmoid to [0, 1]. No normalisation layer, so that
-one image's network never depends on another's.
+(no skip connections: the bottleneck is the prior), leaky ReLU, and a linear output (clamped to [0, 1] only once the
+fit is done). No normalisation layer, so that one image's network never depends on another's. Without the batch norm of
+the paper's networks a sigmoid output saturated within 25 Adam steps on MNIST (every output pixel stuck at 0, the
+loss flat at the background's), so the output is linear.
 
 Many networks are fit at once by :meth:`DIPNet.forward_stacked`: B networks' weights stacked along a leading axis, their
 activations kept side by side as the channels of one (1, B*C, H, W) tensor, and every convolution a grouped one (one
@@ -52,7 +54,7 @@ class DIPNet(nn.Module):
             _conv(CODE_CHANNELS, width, 2), act(), _conv(width, 2 * width, 2), act(),
             nn.Upsample(scale_factor=2), _conv(2 * width, width), act(),
             nn.Upsample(scale_factor=2), _conv(width, width), act(),
-            nn.Conv2d(width, c, 1), nn.Sigmoid(),
+            nn.Conv2d(width, c, 1),
         )
 
     def code(self, gen: torch.Generator) -> torch.Tensor:
@@ -60,7 +62,7 @@ class DIPNet(nn.Module):
         return torch.rand(CODE_CHANNELS, *self.shape[1:], generator=gen) * 0.1
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        """code (N, CODE_CHANNELS, H, W) -> images (N, C, H, W) in [0, 1]."""
+        """code (N, CODE_CHANNELS, H, W) -> images (N, C, H, W), unclamped."""
         return self.net(code)
 
     def forward_stacked(self, params: dict[str, torch.Tensor], code: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,8 @@ def upsamplings(side: int) -> int:
         side //= 2
         k += 1
     if k == 0:
-        raise BenchError(f"the GAN needs images whose side halves at least once to 4 or more (8, 28, 32...), not {side}")
+        raise BenchError(f"the GAN needs images whose side halves at least once to 4 or more (8, 28, 32...), "
+                         f"not {side}")
     return k
 
 
