@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Sequence, Union
 
 import torch
 from torch import nn
@@ -13,21 +14,33 @@ from .fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+Optimizers = Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]]
+
+
+def _owner(opt: Optimizers, p: nn.Parameter) -> torch.optim.Optimizer:
+    """The optimizer that updates ``p`` (a GAN has one for the generator and one for the critic)."""
+    opts = [opt] if isinstance(opt, torch.optim.Optimizer) else opt
+    for o in opts:
+        if any(p is q for group in o.param_groups for q in group["params"]):
+            return o
+    raise ValueError("a parameter of the model belongs to none of the optimizers")
+
 
 class EpochCheckpoint:
-    """Model weights, optimizer state and any ``extra`` tensors (e.g. random generator states) after an epoch."""
+    """Model weights, the state of its optimizer(s) and any ``extra`` tensors (e.g. random generator states) after an
+    epoch."""
 
     def __init__(self, folder: Path, what: str = "training") -> None:
         self.weights, self.meta = Path(folder) / "partial.safetensors", Path(folder) / "partial.json"
         self.what = what
 
-    def save(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, seconds: float,
+    def save(self, model: nn.Module, opt: Optimizers, epoch: int, seconds: float,
              extra: dict[str, torch.Tensor] | None = None) -> None:
         from safetensors.torch import save_file
 
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         for i, p in enumerate(model.parameters()):
-            for k, v in opt.state[p].items():
+            for k, v in _owner(opt, p).state[p].items():
                 if torch.is_tensor(v):
                     tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
         for k, v in (extra or {}).items():
@@ -38,7 +51,7 @@ class EpochCheckpoint:
         tmp.replace(self.weights)
         atomic_write_text(self.meta, json.dumps({"epoch": epoch, "seconds": seconds}))
 
-    def load(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float, dict[str, torch.Tensor]]:
+    def load(self, model: nn.Module, opt: Optimizers) -> tuple[int, float, dict[str, torch.Tensor]]:
         """(epochs done, seconds spent, extra tensors) restored into model and optimizer; (0, 0, {}) when there is
         nothing to resume."""
         from safetensors.torch import load_file
@@ -52,7 +65,7 @@ class EpochCheckpoint:
             for i, p in enumerate(model.parameters()):
                 state = {k.split(".", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
                 if state:
-                    opt.state[p] = state
+                    _owner(opt, p).state[p] = state
             extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
             return int(info["epoch"]), float(info["seconds"]), extra
         except Exception as exc:  # an unreadable partial state only costs the epochs it held

@@ -171,21 +171,33 @@ def list_(what: str) -> None:
 @click.option("--model", default="resnet", show_default=True, help="Classifier architecture.")
 @click.option("--defense", "defense_name", default="none", show_default=True,
               help="Training-time defense (adv-fgsm, adv-bim, label-smoothing) or none.")
-@click.option("--size", default="small", show_default=True, help="PixelCNN preset: tiny, small or large.")
+@click.option("--size", default="small", show_default=True,
+              help="PixelCNN preset: tiny, small or large; GAN: tiny or small.")
+@click.option("--latent", type=click.IntRange(min=1), default=None, help="GAN latent size (default 128).")
 @click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=Path("results/figures"),
-              show_default=True, help="Where the PixelCNN's sample grid is written.")
+              show_default=True, help="Where the PixelCNN's or GAN's sample grid is written.")
 @_common_model_options
-def train(what, dataset, model, defense_name, size, figures, data_root, download, device, seed, quiet) -> None:
-    """Train a model into the store (or report the cached one). WHAT: classifier (default) or pixelcnn."""
+def train(what, dataset, model, defense_name, size, latent, figures, data_root, download, device, seed, quiet) -> None:
+    """Train a model into the store (or report the cached one). WHAT: classifier (default), pixelcnn, gan, or dip
+    (tunes the deep image prior's iteration count on validation data)."""
     _setup(quiet)
     from .data import load_dataset
     from .device import resolve_device
     from .errors import BenchError
     from .store import ModelStore
 
-    if what not in ("classifier", "pixelcnn"):
-        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn")
+    if what not in ("classifier", "pixelcnn", "gan", "dip"):
+        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn, gan, "
+                         "dip (tunes its iterations)")
     data = load_dataset(dataset, data_root, download)
+    if what in ("gan", "dip"):
+        from .dip_tuning import train_dip_command
+        from .gan_training import train_gan_command
+
+        lines = (train_gan_command(data, resolve_device(device), seed, size, latent, figures) if what == "gan"
+                 else train_dip_command(data, resolve_device(device), seed))
+        click.echo("\n".join(lines))
+        return
     if what == "pixelcnn":
         from .generative import get_pixelcnn, sample_figure
 
@@ -410,6 +422,26 @@ def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, d
     rows = purification_survival(dataset, model, defense_name, attack_name, tuple(eps), n, Threat(threat), seed=seed,
                                  device=device, data_root=data_root)
     click.echo(tabulate(rows, headers="keys", tablefmt="github"))
+
+
+@perf.command("gan")
+@click.option("--case", "cases", multiple=True, default=("28x28x1", "32x32x3"), show_default=True,
+              help="HxWxC (untrained networks of the default size) or a data set with a trained GAN.")
+@click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="Images per case.")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Projection steps L.")
+@click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True, help="Projection restarts R.")
+@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Deep image prior iterations.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def gan_perf(cases, n, steps, restarts, iterations, device, save) -> None:
+    """Projection onto a GAN and deep image prior fits: batched against one image at a time, same outputs."""
+    _setup(True)
+    from .perf_gan import dip_speed, matmul_flops_per_second, projection_speed
+
+    peak = matmul_flops_per_second()
+    _emit_perf("gan_projection", [projection_speed(c, n, steps, restarts, device, peak) for c in cases], save)
+    _emit_perf("dip", [dip_speed(c, n, iterations, device, peak) for c in cases], save)
 
 
 from .detect_cmd import detect  # noqa: E402  (defined in its own module; registered here)
