@@ -20,7 +20,6 @@ oracle of the tests and the baseline of ``bench perf pixeldefend``.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -90,31 +89,8 @@ def choose(dist: SubPixel, levels: torch.Tensor, eps: int, threshold_bits: float
 
 
 @torch.no_grad()
-def purify(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | None = None,
-           workers: int | None = None) -> torch.Tensor:
-    """Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; ``eps`` in 8-bit levels. Each activation computed once.
-
-    On the CPU the batch is split across ``workers`` threads (default: torch's intra-op threads), each running with
-    one intra-op thread. The incremental pass makes many small operations per position, which a second intra-op
-    thread barely speeds up, and whose synchronisation collapses when the cores are shared with other work; torch
-    releases the GIL inside its operations, so independent halves of a batch do run in parallel. Images are
-    independent, so the output is the same as in one piece."""
-    workers = torch.get_num_threads() if workers is None else workers
-    chunks = min(workers, len(x))
-    if x.device.type != "cpu" or chunks < 2:
-        return _purify_batch(model, x, eps, threshold_bits)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(chunks) as pool:
-            parts = list(pool.map(lambda part: _purify_batch(model, part, eps, threshold_bits), x.chunk(chunks)))
-    finally:
-        torch.set_num_threads(threads)
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def _purify_batch(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | None) -> torch.Tensor:
+def purify(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | None = None) -> torch.Tensor:
+    """Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; ``eps`` in 8-bit levels. Each activation computed once."""
     b, c, h, w = x.shape
     levels = mixture.to_levels(x)
     inc = IncrementalPixelCNN(model, x)

@@ -125,14 +125,6 @@ def test_fast_purification_is_exact_in_double_precision():
     assert torch.equal(purify(model, x, 16), purify_reference(model, x, 16)[0])
 
 
-def test_purification_split_across_threads_equals_one_piece():
-    model, x = tiny((3, 6, 6), seed=3), torch.rand(7, 3, 6, 6)  # an odd batch: chunks of unequal size
-    threads = torch.get_num_threads()
-    one = purify(model, x, 16, workers=1)
-    assert torch.equal(purify(model, x, 16, workers=3), one)
-    assert torch.get_num_threads() == threads  # restored after the workers finish
-
-
 def test_purification_stays_within_eps_defend_of_the_quantised_input():
     model, x = tiny((1, 8, 8)), torch.rand(8, 1, 8, 8)
     q = mixture.to_levels(x)
