@@ -416,10 +416,15 @@ def test_checks_column(tmp_path: Path) -> None:
         make_record("square", [fooled(4, [1]), fooled(4, [1, 2])], defense="squeeze", checks=masked,
                     needs_gradients=False, threat="adaptive"),
         make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="old"),
+        # oblivious attacks never saw the defense: a noise attack beating them says nothing about its gradients
+        make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="noisy", checks=clean_probe, needs_gradients=True),
+        make_record("uniform-noise", [fooled(4, [0]), fooled(4, [0])], defense="noisy", checks=clean_probe,
+                    needs_gradients=False),
     ])
     text = render_dir(tmp_path)
     assert headline_row(text, "none")["checks"] == "ok"
     assert headline_row(text, "old")["checks"] == "unchecked (1 record)"
+    assert headline_row(text, "noisy")["checks"] == "ok"
     flags = headline_row(text, "squeeze")["checks"]
     assert flags == ("random but declared deterministic; zero gradients (75%); "
                      "square (adaptive) beats every gradient attack")
