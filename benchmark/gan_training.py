@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import EpochCheckpoint
 from .data import Dataset
 from .errors import BenchError
-from .checkpoint import EpochCheckpoint
+from .generative import check_fits
 from .progress import progress
 from .store import ModelStore
 
@@ -197,13 +198,7 @@ def get_gan(dataset: Dataset, device: torch.device, store: ModelStore, seed: int
 
 
 def check_gan_fits(meta: dict[str, Any], dataset: Dataset) -> None:
-    """Refuse a GAN trained on another data set or image shape."""
-    spec = meta.get("spec", {})
-    if spec.get("dataset") != dataset.name or list(spec.get("shape", [])) != list(dataset.shape):
-        raise BenchError(
-            f"this GAN was trained on {spec.get('dataset')!r} images of shape {tuple(spec.get('shape', []))}, "
-            f"not on {dataset.name!r} of shape {tuple(dataset.shape)}; use a GAN trained on {dataset.name}"
-        )
+    check_fits(meta, dataset, "GAN")
 
 
 @torch.no_grad()

@@ -175,14 +175,18 @@ def get_pixelcnn(dataset: Dataset, device: torch.device, store: ModelStore, seed
     return model, meta
 
 
-def check_pixelcnn_fits(meta: dict[str, Any], dataset: Dataset) -> None:
-    """Refuse a PixelCNN trained on another data set or image shape."""
+def check_fits(meta: dict[str, Any], dataset: Dataset, what: str) -> None:
+    """Refuse a generative model (``what``: PixelCNN, GAN) trained on another data set or image shape."""
     spec = meta.get("spec", {})
     if spec.get("dataset") != dataset.name or list(spec.get("shape", [])) != list(dataset.shape):
         raise BenchError(
-            f"this PixelCNN was trained on {spec.get('dataset')!r} images of shape {tuple(spec.get('shape', []))}, "
-            f"not on {dataset.name!r} of shape {tuple(dataset.shape)}; use a PixelCNN trained on {dataset.name}"
+            f"this {what} was trained on {spec.get('dataset')!r} images of shape {tuple(spec.get('shape', []))}, "
+            f"not on {dataset.name!r} of shape {tuple(dataset.shape)}; use a {what} trained on {dataset.name}"
         )
+
+
+def check_pixelcnn_fits(meta: dict[str, Any], dataset: Dataset) -> None:
+    check_fits(meta, dataset, "PixelCNN")
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .budgets import format_eps
 from .leaderboard import FIGURES_SUBDIR, budget_norm
@@ -17,6 +18,17 @@ from .stats import wilson_interval
 
 CURVE_ATTACKS = ("pgd", "pgd-restarts")
 CURVE_MIN_BUDGETS = 3
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write and close a figure; no software tag, so that the same records give the same bytes."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 def _grid(recs: list[LoadedRecord], eps_index: int) -> tuple[list[str], list[str], list[list[float]]]:
@@ -59,12 +71,7 @@ def accuracy_heatmaps(results_dir: Path) -> list[Path]:
                     if v == v:  # not NaN
                         ax.text(x, y, f"{v:.0f}", ha="center", va="center", fontsize=8)
             ax.set_title(f"{dataset} / {model}: accuracy (%) at eps {format_eps(e)}")
-        fig.tight_layout()
-        out = Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_accuracy.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=90, metadata={"Software": None})
-        plt.close(fig)
-        written.append(out)
+        written.append(_save(fig, Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_accuracy.png"))
     return written
 
 
@@ -112,10 +119,5 @@ def robustness_curves(results_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.set_title(f"{dataset} / {model}: robustness curves (adaptive, 95% Wilson intervals)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_robustness_curve.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90, metadata={"Software": None})
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_robustness_curve.png"))
     return written
