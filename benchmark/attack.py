@@ -13,6 +13,9 @@ from torch import nn
 
 from .vocab import AttackKind, Norm
 
+# the thirteen attacks of the PixelDefend paper's tables and of its reproduction (pgd, cw-linf): `--attack paper`
+PAPER = ("paper",)
+
 
 class Attack:
     name: ClassVar[str] = ""
@@ -22,6 +25,7 @@ class Attack:
     needs_gradients: ClassVar[bool] = True
     randomised: ClassVar[bool] = False
     library: ClassVar[str] = "defensebench"  # whose implementation runs: foolbox, torchattacks or ours
+    groups: ClassVar[tuple[str, ...]] = ()  # named sets selectable like a name, e.g. --attack paper
 
     def __init__(self, **options: Any) -> None:
         self._options = dict(options)
@@ -32,7 +36,7 @@ class Attack:
         if cls.randomised:
             traits.append("randomised")
         return {"kind": cls.kind.value, "norm": cls.norm.value, "traits": ", ".join(traits),
-                "implementation": cls.library, "summary": cls.summary}
+                "groups": ", ".join(cls.groups), "implementation": cls.library, "summary": cls.summary}
 
     def options(self) -> dict[str, Any]:
         """The attack's parameters, recorded with every result."""

@@ -156,7 +156,8 @@ def list_(what: str) -> None:
     for kind in kinds:
         entries = REGISTRIES[kind].entries()
         described = [(e, e.describe()) for e in entries]
-        columns = [c for c in ("kind", "norm", "traits", "shape", "shapes", "classes", "default eps", "implementation")
+        columns = [c for c in ("kind", "norm", "traits", "groups", "shape", "shapes", "classes", "default eps",
+                                  "implementation")
                    if any(c in d for _, d in described)]
         rows = [[e.name, *[d.get(c, "") for c in columns], e.origin, d.get("summary") or d.get("source", "")]
                 for e, d in described]
