@@ -404,9 +404,11 @@ def adaptive_perf(dataset: str, model: str, defense_names: str, n: int, steps: i
 @click.option("--threat", type=click.Choice(["oblivious", "adaptive"]), default="adaptive", show_default=True)
 @click.option("--eps", "eps_values", multiple=True, help="Budgets (default: the data set's).")
 @click.option("--n", type=click.IntRange(1), default=20, show_default=True, help="Test points.")
+@click.option("--bpda", type=click.Choice(["declared", "soft"]), default="declared", show_default=True,
+              help="The attacker's BPDA approximation: the defense's own, or PixelDefend's smooth stand-in.")
 @_common_model_options
-def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, data_root, download, device, seed,
-             quiet) -> None:
+def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, bpda, data_root, download, device,
+             seed, quiet) -> None:
     """How much of an attack's perturbation survives a purifier (undone sub-pixels, surviving L1 share)."""
     _setup(quiet)
     from tabulate import tabulate
@@ -421,7 +423,7 @@ def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, d
     ATTACKS.get(attack_name)
     eps = parse_eps_list(eps_values) if eps_values else load_dataset(dataset, data_root, download).default_eps
     rows = purification_survival(dataset, model, defense_name, attack_name, tuple(eps), n, Threat(threat), seed=seed,
-                                 device=device, data_root=data_root)
+                                 device=device, data_root=data_root, bpda=bpda)
     click.echo(tabulate(rows, headers="keys", tablefmt="github"))
 
 

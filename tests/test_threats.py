@@ -12,6 +12,7 @@ import torch
 from attacks.adaptive import DefendedModel, gradient_modes
 from benchmark.adversarial import generate, predict
 from benchmark.defense import Defense, DefenseContext, build_defense
+from benchmark.errors import BenchError
 from benchmark.registry import ATTACKS, DEFENSES
 from benchmark.runner import RunPlan, defended_correct, defended_predictions, run
 from benchmark.store import ModelStore
@@ -317,6 +318,8 @@ def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
     assert none["undone"] == 0 and none["surviving_l1"] == 1.0 and none["perturbed_subpixels"] > 0.5
     (squeezed,) = purification_survival(defense_name="feature-squeezing", **common)
     assert squeezed["undone"] > 0.3  # bit-depth reduction rounds most small changes back
+    with pytest.raises(BenchError, match="--bpda soft needs --threat adaptive and a PixelDefend defense"):
+        purification_survival(defense_name="feature-squeezing", bpda="soft", **common)
 
 
 class _InnerDescent(Defense):
