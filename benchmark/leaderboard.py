@@ -20,7 +20,9 @@ Rules:
 - Worst case, per example: an example is robust at budget b only if the defended pipeline classifies it correctly
   when clean and under every attack of the row at b. It is not the minimum of the columns, and can be lower.
 - Budgets go in the section heading when every row shares them, else in a column.
-- An oblivious row of a defense that has no adaptive record on the same data set and classifier is marked (†).
+- An oblivious row of a defense that has no adaptive record on the same data set and classifier is marked (†),
+  unless the defense has no inference-time part (adversarial training, label smoothing): the oblivious attacker then
+  attacks the whole pipeline, so its records count as adaptive too (headline column "adaptive" included).
 - Under an oblivious row whose (data set, model, defense) and budgets match a published row of the PixelDefend paper
   (:mod:`benchmark.paper`), that row follows, "↳ Song et al. 2018 (Table n)", with "–" where the paper has no number.
 - Records whose defense detects (``outcomes.detected`` not null) also get a detection table: detection rate per
@@ -50,7 +52,7 @@ from .budgets import format_eps
 from .detection import DETECTION_SUBDIR, FIGURE_KINDS, LoadedDetection, auc_text, figure_name, load_detections
 from .errors import BenchError
 from .fileio import atomic_write_text
-from .headline import Combined, Headline, headline_eps, headlines
+from .headline import Combined, Headline, headline_eps, headlines, white_box_when_oblivious
 from .records import LoadedRecord, load_all
 from .registry import natural_key
 from .stats import wilson_interval
@@ -85,6 +87,8 @@ Threat models: `oblivious` attacks the undefended classifier and then applies th
 PixelDefend paper's tables); `adaptive` attacks the whole defended pipeline, with BPDA and EOT where needed (the honest
 number); `transfer` attacks a separately trained substitute classifier.
 {OBLIVIOUS_MARK} marks a defense that has only oblivious numbers here: they say nothing about an attacker who knows it.
+A defense with no inference-time part (adversarial training, label smoothing) is its classifier, so the oblivious
+attacks on it are white-box: they count in its "adaptive" column too, and it is never marked.
 
 **Details** (second table): each row is one defense under one threat model, on the same n test points (seed), budgets
 ε and attacks. Cells give accuracy in % per budget, in the order listed: "clean" is the defended pipeline on clean
@@ -246,7 +250,9 @@ def _sections(records: Iterable[LoadedRecord]) -> dict[tuple[str, str], list[Row
 
 
 def _adaptive_defenses(records: Iterable[LoadedRecord]) -> set[tuple[str, str, str]]:
-    return {(*_section_key(r), str(_config(r)["defense"])) for r in records if _config(r)["threat"] == "adaptive"}
+    """(data set, model, defense) evaluated by an attacker who knows the defense (see white_box_when_oblivious)."""
+    return {(*_section_key(r), str(_config(r)["defense"])) for r in records
+            if _config(r)["threat"] == "adaptive" or white_box_when_oblivious(r)}
 
 
 # -- tables -------------------------------------------------------------------------------------------------------
