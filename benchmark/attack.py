@@ -21,6 +21,8 @@ class Attack:
     kind: ClassVar[AttackKind] = AttackKind.FIXED
     needs_gradients: ClassVar[bool] = True
     randomised: ClassVar[bool] = False
+    # runs only on a defended pipeline (--threat adaptive) whose purifier projects onto a GAN generator
+    needs_generator: ClassVar[bool] = False
     library: ClassVar[str] = "defensebench"  # whose implementation runs: foolbox, torchattacks or ours
 
     def __init__(self, **options: Any) -> None:
@@ -31,6 +33,8 @@ class Attack:
         traits = ["gradient" if cls.needs_gradients else "gradient-free"]
         if cls.randomised:
             traits.append("randomised")
+        if cls.needs_generator:
+            traits.append("GAN defenses, adaptive only")
         return {"kind": cls.kind.value, "norm": cls.norm.value, "traits": ", ".join(traits),
                 "implementation": cls.library, "summary": cls.summary}
 
