@@ -12,6 +12,7 @@ from typing import Any, Callable
 import click
 
 THREATS = ("oblivious", "adaptive", "transfer")
+log = logging.getLogger(__name__)
 
 
 class UserError(click.ClickException):
@@ -110,9 +111,11 @@ def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_sa
     from .vocab import Threat
 
     _report_broken_plugins()
+    defenses = tuple(DEFENSES.select(defense_spec))
     plan = RunPlan(
-        dataset=dataset, model=model, defenses=tuple(DEFENSES.select(defense_spec)),
-        attacks=tuple(ATTACKS.select(attack_spec)), eps=parse_eps_list(eps_values) if eps_values else None,
+        dataset=dataset, model=model, defenses=defenses,
+        attacks=_applicable_attacks(attack_spec, defenses, Threat(threat)),
+        eps=parse_eps_list(eps_values) if eps_values else None,
         n=n, threat=Threat(threat), threat_options=ThreatOptions(eot_samples, eval_draws), seed=seed, device=device,
         results_dir=results_dir, batch_size=batch_size, data_root=data_root, download=download,
     )
@@ -123,6 +126,27 @@ def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_sa
         for r in failed:
             click.echo(f"bench: error: cell {r.defense} x {r.attack} failed: {r.message}", err=True)
         raise SystemExit(2)
+
+
+def _applicable_attacks(spec: str, defense_names: tuple[str, ...], threat) -> tuple[str, ...]:
+    """The selected attacks, less those that ``all``, a group or a wildcard brought in but that apply to none of the
+    defenses under this threat model (each left out with a warning)."""
+    from .defense import build_defense
+    from .errors import BenchError
+    from .registry import ATTACKS
+
+    chosen, named = ATTACKS.select(spec), ATTACKS.named(spec)
+    defenses = [build_defense(d) for d in defense_names]
+    kept = []
+    for name in chosen:
+        reasons = [ATTACKS.get(name).factory.applies_to(d, threat) for d in defenses]
+        if name not in named and all(reasons):
+            log.warning("leaving out %s: %s", name, reasons[0])
+        else:
+            kept.append(name)
+    if not kept:
+        raise BenchError(f"no attack of {spec!r} applies to {', '.join(defense_names)} under --threat {threat.value}")
+    return tuple(kept)
 
 
 def _results_table(results) -> str:

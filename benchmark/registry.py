@@ -136,6 +136,11 @@ class Registry:
     def entries(self) -> list[Entry]:
         return [self._entries[name] for name in self.names()]
 
+    def named(self, spec: str | Iterable[str]) -> set[str]:
+        """The names a selection spells out one by one (not through ``all``, a group or a wildcard)."""
+        items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+        return {i for i in items if i in self._entries}
+
     def groups(self) -> list[str]:
         return sorted({g for e in self.entries() for g in e.groups})
 
