@@ -430,8 +430,19 @@ def _figure_list(files: Sequence[str]) -> str:
     return "Figures:\n\n" + "\n".join(f"- [{f.rsplit('/', 1)[-1]}]({quote(f)})" for f in files)
 
 
-def _figures_section(dataset: str, datasets: Sequence[str], figures: Sequence[str]) -> str | None:
-    mine = sorted(f for f in figures if _figure_dataset(f.rsplit("/", 1)[-1], datasets) == dataset)
+def _figures_section(dataset: str, model: str, sections: Iterable[tuple[str, str]], figures: Sequence[str]
+                     ) -> str | None:
+    """The figures of one section: those named after its data set, less those named after another of that data
+    set's classifiers ("mnist5k_vgg_..." belongs to mnist5k / vgg only)."""
+    sections = list(sections)
+    datasets = sorted({d for d, _ in sections})
+    others = [m for d, m in sections if d == dataset and m != model]
+
+    def mine(name: str) -> bool:
+        rest = name[len(dataset) + 1:]
+        return _figure_dataset(name, datasets) == dataset and not any(rest.startswith(f"{m}_") for m in others)
+
+    mine = sorted(f for f in figures if mine(f.rsplit("/", 1)[-1]))
     if not mine:
         return None
     return _figure_list(mine)
@@ -473,7 +484,7 @@ def _detection_section(det: LoadedDetection, figures: Sequence[str]) -> str:
 
 # -- the document -------------------------------------------------------------------------------------------------
 def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
-             datasets: Sequence[str], figures: Sequence[str]) -> str:
+             sections: Iterable[tuple[str, str]], figures: Sequence[str]) -> str:
     budgets = {(row.key.eps, row.key.norm) for row in rows}
     per_row_eps = len(budgets) > 1
     parts = [f"## {dataset} / {model}"]
@@ -496,7 +507,7 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     if detection is not None:
         parts.append(f"### Detection ({dataset} / {model})")
         parts.append(detection)
-    links = _figures_section(dataset, datasets, figures)
+    links = _figures_section(dataset, model, sections, figures)
     if links is not None:
         parts.append(links)
     return "\n\n".join(parts)
@@ -507,7 +518,8 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
     """The whole text of ``leaderboard.md`` for ``records`` and detection records ``detections`` (any order).
 
     ``figures`` are links to figure files, relative to the leaderboard's folder (see :func:`figure_links`); each is
-    listed in the sections of the data set its file name starts with, or in its detection section.
+    listed in the sections of the data set its file name starts with (only in its classifier's section when the name
+    goes on with one, "mnist5k_vgg_"), or in its detection section.
     """
     detections = sorted(detections, key=lambda d: (d.data["config"]["dataset"], d.data["config"]["model"],
                                                    str(d.path)))
@@ -517,8 +529,7 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
     body = ["No records yet: run `bench run` first."]
     if sections:
         adaptive = _adaptive_defenses(records)
-        datasets = sorted({dataset for dataset, _ in sections})
-        body = [_section(d, m, rows, adaptive, datasets, general) for (d, m), rows in sections.items()]
+        body = [_section(d, m, rows, adaptive, sections, general) for (d, m), rows in sections.items()]
     body += [_detection_section(d, figures) for d in detections]
     kinds = {_attack(r): (r.data.get("attack") or {}).get("kind") for r in records}
     text = header([a for a, k in kinds.items() if k == "fixed-eps"], [a for a, k in kinds.items() if k == "minimal"])

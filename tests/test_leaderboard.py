@@ -290,6 +290,19 @@ def test_figures_linked_relative_to_output(tmp_path: Path) -> None:
     assert "mnist_roc.png" not in text.replace("fashion-mnist_roc.png", "")
 
 
+def test_a_figure_named_after_a_classifier_is_linked_from_its_section_only(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    save_all(results, [make_record("fgsm", [fooled(4, []), fooled(4, [])], model=m) for m in ("resnet", "vgg")])
+    (results / "figures").mkdir()
+    for name in ("fashion-mnist_resnet_curve.png", "fashion-mnist_samples.png"):
+        (results / "figures" / name).write_bytes(b"png")
+    leaderboard.write(results, tmp_path / "leaderboard.md")
+    text = (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
+    resnet, vgg = section_of(text, "fashion-mnist / resnet"), section_of(text, "fashion-mnist / vgg")
+    assert "fashion-mnist_resnet_curve.png" in resnet and "fashion-mnist_resnet_curve.png" not in vgg
+    assert "fashion-mnist_samples.png" in resnet and "fashion-mnist_samples.png" in vgg
+
+
 # -- write and check ----------------------------------------------------------------------------------------------
 def test_check_after_write_edit_and_new_record(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
     results, output = tmp_path / "results", tmp_path / "leaderboard.md"
