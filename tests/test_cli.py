@@ -262,12 +262,12 @@ def test_failing_cells_are_reported_and_the_others_kept(tmp_path: Path, broken_d
 
 
 def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmark import runner
+    from benchmark import cells
 
     results = tmp_path / "results"
     args = ["run", "--dataset", "digits", "--defense", "none", "--attack", "fgsm,bim", "--eps", "8/255",
             "--n", "20", "--results-dir", str(results), "-q"]
-    original = runner._evaluate_cell
+    original = cells.evaluate_cell
     calls: list[str] = []
 
     def interrupt_second(*a, **kw):
@@ -276,7 +276,7 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkey
             raise KeyboardInterrupt  # Ctrl-C while the second cell is evaluated
         return original(*a, **kw)
 
-    monkeypatch.setattr(runner, "_evaluate_cell", interrupt_second)
+    monkeypatch.setattr(cells, "evaluate_cell", interrupt_second)
     interrupted = bench(*args)
     assert interrupted.exit_code != 0
     files = record_files(results)
@@ -284,7 +284,7 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkey
     assert [p for p in records.records_dir(results).rglob("*") if p.is_file()] == files  # no partial files
     first_bytes = files[0].read_bytes()
 
-    monkeypatch.setattr(runner, "_evaluate_cell", original)
+    monkeypatch.setattr(cells, "evaluate_cell", original)
     resumed = bench(*args)
     assert resumed.exit_code == 0, resumed.output
     statuses = {line.split()[1]: line.split()[2] for line in resumed.stdout.splitlines()[2:] if line.strip()}
