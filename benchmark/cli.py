@@ -380,6 +380,18 @@ def attacks_perf(attack_names: str, n: int, repeats: int, device: str, save: Pat
     _emit_perf("attacks", compare_attacks(names, n=n, repeats=repeats, device=device), save)
 
 
+@perf.command("ray")
+@click.option("--n", type=click.IntRange(1, 360), default=360, show_default=True, help="Test points of each cell.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@_save_option
+def ray_perf(n: int, workers: int, save: Path | None) -> None:
+    """Eight cheap cells (digits) on a local Ray cluster of WORKERS against the same grid run serially."""
+    _setup(True)
+    from .perf_ray import ray_speedup
+
+    _emit_perf("ray", [ray_speedup(n=n, workers=workers)], save)
+
+
 @perf.command("pixeldefend")
 @click.option("--case", "cases", multiple=True, default=("mnist5k", "32x32x3"), show_default=True,
               help="A data set with a trained PixelCNN, or 32x32x3 (untrained network of the default size).")
