@@ -137,7 +137,8 @@ def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_sa
     ray_only = {"--address": address, "--gpus-per-cell": gpus_per_cell, "--worker-cache": worker_cache}
     if executor == "local" and any(v is not None for v in ray_only.values()):
         given = [k for k, v in ray_only.items() if v is not None]
-        raise BenchError(f"{', '.join(given)} only apply to --executor ray")
+        verb = "needs" if len(given) == 1 else "need"
+        raise BenchError(f"{' and '.join(given)} {verb} --executor ray (the local executor runs in this process)")
     if executor == "ray":
         from .ray_executor import RayExecutor
 

@@ -17,9 +17,11 @@ grid goes on. A killed driver loses no finished record: rerunning resumes like a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import sys
 from collections import Counter
 from typing import Any
 
@@ -169,6 +171,13 @@ class RayExecutor:
                 tracker.finish(early, was_running=False)
         if not mine:
             return results
+        # Ray's driver prints notices (a worker died...) on stdout, which is the results table's: they go to stderr,
+        # or nowhere under --quiet (a cell that fails for good is reported anyway)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if is_quiet() else sys.stderr):
+            return self._run(grid, bench, keeper, tracker, mine, results)
+
+    def _run(self, grid: Grid, bench: Workbench, keeper: RecordKeeper, tracker: GridProgress, mine: list[Cell],
+             results: dict[Cell, CellResult]) -> dict[Cell, CellResult]:
         connected = self._connect()
         try:
             resources, slots = self._resources()
