@@ -140,7 +140,9 @@ class RayExecutor:
             kwargs.update(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False)
         try:
             ray.init(address=self.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # Ray raises plain Exception too (a node that did not start in time)
+            if self.address is None:
+                raise BenchError(f"could not start a Ray cluster on this machine ({describe_failure(exc)})") from None
             raise BenchError(f"cannot connect to the Ray cluster at {self.address} ({describe_failure(exc)}); "
                              "check --address (or leave it out to start a cluster on this machine)") from None
         return True
