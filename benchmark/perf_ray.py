@@ -56,8 +56,7 @@ def ray_speedup(attacks: tuple[str, ...] = ATTACKS, n: int = 360, workers: int =
         timed("warm-up", LocalExecutor())  # trains the classifier; loads every module; not reported
         serial = timed("serial", LocalExecutor())
         t0 = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 runtime_env={"env_vars": {"BENCH_QUIET": "1", "OMP_NUM_THREADS": "1"}})
+        executor.connect()  # the workers inherit this process's BENCH_CACHE
         cluster_start = time.perf_counter() - t0
         cold = timed("ray-cold", executor)
         warm = timed("ray-warm", executor)

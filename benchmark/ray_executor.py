@@ -125,7 +125,7 @@ class RayExecutor:
         return torch.device("cpu")
 
     # -- connection --------------------------------------------------------------------------------------------------
-    def _connect(self) -> bool:
+    def connect(self) -> bool:
         """Join (or start) the cluster; True when this run connected and must disconnect."""
         ray = self.ray
         if ray.is_initialized():
@@ -180,7 +180,7 @@ class RayExecutor:
 
     def _run(self, grid: Grid, bench: Workbench, keeper: RecordKeeper, tracker: GridProgress, mine: list[Cell],
              results: dict[Cell, CellResult]) -> dict[Cell, CellResult]:
-        connected = self._connect()
+        connected = self.connect()
         try:
             resources, slots = self._resources()
             pending = self._submit(grid.plan, mine, bench, resources)
