@@ -5,7 +5,6 @@ another run finished meanwhile and writes each record atomically the moment its 
 """
 from __future__ import annotations
 
-import logging
 from typing import Protocol
 
 import torch
@@ -17,7 +16,6 @@ from .grid import Cell, CellResult, Grid, RunPlan, attack_changed
 from .grid_progress import GridProgress
 from .locks import CellClaims
 
-log = logging.getLogger(__name__)
 
 BUSY = "another bench run is evaluating it"
 
