@@ -12,6 +12,9 @@ registry becomes adaptive by being handed this wrapper as its ``model``: no atta
   independent draws of the pipeline, so the gradient is that of the expected logits (exact EOT for margin losses
   such as CW's, which are linear in the logits; a close stand-in for cross-entropy). Without gradients (an attack
   checking success) one draw is made, as the deployed defense would.
+- A defense that makes the decision itself (``classifies``: a vote) answers with its own scores without gradients;
+  while gradients are taken, the logits of its ``classify_surrogate(classifier, x)`` stand in (EOT averages them), or
+  else the classifier's own logits on x.
 """
 from __future__ import annotations
 
@@ -58,7 +61,19 @@ def gradient_modes(defense: Defense) -> dict[str, str]:
             return "exact"
         return "bpda-surrogate" if callable(getattr(part, "bpda_surrogate", None)) else "bpda-identity"
 
-    return {p.name: mode(p) for p in _parts(defense)}
+    modes = {p.name: mode(p) for p in _parts(defense)}
+    decider = _decider(defense)
+    if decider is not None:
+        has_surrogate = callable(getattr(decider, "classify_surrogate", None))
+        modes[decider.name] = "classify-surrogate" if has_surrogate else "classify-identity"
+    return modes
+
+
+def _decider(defense: Defense) -> Defense | None:
+    """The part that makes the decision itself, if any."""
+    if not defense.classifies:
+        return None
+    return defense.decider if isinstance(defense, ComposedDefense) else defense
 
 
 class DefendedModel(nn.Module):
@@ -84,8 +99,14 @@ class DefendedModel(nn.Module):
                 x = bpda(part.purify, x, getattr(part, "bpda_surrogate", None))
         return x
 
+    def _classify_differentiably(self, x: torch.Tensor) -> torch.Tensor:
+        decider = _decider(self.defense)
+        surrogate = getattr(decider, "classify_surrogate", None)
+        return surrogate(self.classifier, x) if callable(surrogate) else self.classifier(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and x.requires_grad):
-            return self.classifier(self.defense.purify(x) if self.defense.purifies else x)
-        draws = [self.classifier(self._purify_differentiably(x)) for _ in range(self.eot_samples)]
+            purified = self.defense.purify(x) if self.defense.purifies else x
+            return self.defense.classify(self.classifier, purified)
+        draws = [self._classify_differentiably(self._purify_differentiably(x)) for _ in range(self.eot_samples)]
         return draws[0] if len(draws) == 1 else torch.stack(draws).mean(0)

@@ -29,9 +29,10 @@ from .grid import CellResult, RunPlan, cell_config
 from .hashing import config_hash
 from .provenance import git_commit, versions
 from .registry import ATTACKS
+from .sanity import largest_perturbations, probe_defense
 from .store import ModelStore
 from .threats import adaptive_target, eval_draws, substitute_for
-from .vocab import Threat
+from .vocab import AttackKind, Threat
 from .zoo import classifier_spec, get_classifier
 
 
@@ -52,6 +53,7 @@ class CleanEval:
     correct: torch.Tensor
     detected: torch.Tensor | None
     ms_per_image: torch.Tensor
+    checks: dict[str, Any]  # the defense's sanity probes (benchmark.sanity)
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,13 @@ def defended_predictions(
         _sync(device)
         t0 = time.perf_counter()
         purified = defense.purify(xb) if defense.purifies else xb
+        if defense.classifies:  # the decision is the defense's own (a vote): its cost is the defense's too
+            with torch.no_grad():
+                decided = defense.classify(classifier, purified).argmax(1)
         _sync(device)
         elapsed_ms = (time.perf_counter() - t0) * 1000
         check_defended(xb, purified, defense.name)
-        preds.append(predict(classifier, purified).cpu())
+        preds.append((decided if defense.classifies else predict(classifier, purified)).cpu())
         detected = defense.detect(xb, classifier) if defense.detects else None
         if detected is not None:
             flags.append(detected.cpu())
@@ -162,14 +167,26 @@ class Workbench:
                                         "test_accuracy": meta["metrics"]["test_accuracy"]})
         return self._substitute
 
-    def prepare(self, defense: str) -> None:
-        """Build what the defense and its cells need (classifier, the defense's own models): a Ray model task calls
-        this ahead of the cells."""
+    def prepare_defense(self, defense: str) -> nn.Module:
+        """The defense's classifier, with the defense prepared on it (its own models built or loaded)."""
         classifier, _ = self.classifier(defense)
         self.defense(defense).prepare(DefenseContext(self.dataset, classifier, self.device, self.store,
                                                      self.plan.seed))
+        return classifier
+
+    def prepare(self, defense: str) -> None:
+        """Build what the defense and its cells need (classifier, the defense's own models, the transfer substitute):
+        a Ray model task calls this ahead of the cells."""
+        self.prepare_defense(defense)
         if self.plan.threat == Threat.TRANSFER:
             self.substitute()
+
+    def probe(self, defense: str) -> dict[str, Any]:
+        """The defense's sanity probes (:func:`benchmark.sanity.probe_defense`) on the prepared defense; they do not
+        depend on the attack."""
+        classifier, _ = self.classifier(defense)
+        return probe_defense(classifier, self.defense(defense), self.points.x.to(self.device),
+                             self.points.y.to(self.device), self.plan.threat_options.eot_samples, self.plan.seed)
 
     def clean(self, defense: str) -> CleanEval:
         if defense not in self._clean:
@@ -179,7 +196,7 @@ class Workbench:
                 draws = eval_draws(self.plan.threat, self.defense(defense), self.plan.threat_options)
                 correct, flags, ms = defended_correct(self.defense(defense), classifier, self.points.x, self.points.y,
                                                       self.plan.batch_size, self.device, self.plan.seed, draws)
-                self._clean[defense] = CleanEval(correct, flags, ms)
+                self._clean[defense] = CleanEval(correct, flags, ms, self.probe(defense))
             except CellFailed as exc:
                 self._clean[defense] = exc
         return _value(self._clean[defense])
@@ -303,8 +320,10 @@ def build_record(
         "config": config,
         "attack": {"norm": attack.norm.value, "kind": attack.kind.value, "implementation": attack.library,
                    "options": {**attack.options(), **(source.attack_options if source else {})},
-                   "randomised": attack.randomised},
+                   "randomised": attack.randomised, "needs_gradients": attack.needs_gradients},
         "defense": {"traits": defense.traits(), "options": defense.options(), "eval_draws": draws},
+        "checks": {**clean.checks, "largest_perturbation": largest_perturbations(
+            points.x, adv.per_eps, attack.norm.value if attack.kind == AttackKind.FIXED else "linf")},
         "substitute": source.substitute if source else None,
         "classifier": {"key": classifier_meta["key"], "test_accuracy": classifier_meta["metrics"]["test_accuracy"],
                        "training_defense": classifier_meta["spec"].get("training_defense")},

@@ -206,21 +206,33 @@ def list_(what: str) -> None:
 @click.option("--model", default="resnet", show_default=True, help="Classifier architecture.")
 @click.option("--defense", "defense_name", default="none", show_default=True,
               help="Training-time defense (adv-fgsm, adv-bim, label-smoothing) or none.")
-@click.option("--size", default="small", show_default=True, help="PixelCNN preset: tiny, small or large.")
+@click.option("--size", default="small", show_default=True,
+              help="PixelCNN preset: tiny, small or large; GAN: tiny or small.")
+@click.option("--latent", type=click.IntRange(min=1), default=None, help="GAN latent size (default 128).")
 @click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=Path("results/figures"),
-              show_default=True, help="Where the PixelCNN's sample grid is written.")
+              show_default=True, help="Where the PixelCNN's or GAN's sample grid is written.")
 @_common_model_options
-def train(what, dataset, model, defense_name, size, figures, data_root, download, device, seed, quiet) -> None:
-    """Train a model into the store (or report the cached one). WHAT: classifier (default) or pixelcnn."""
+def train(what, dataset, model, defense_name, size, latent, figures, data_root, download, device, seed, quiet) -> None:
+    """Train a model into the store (or report the cached one). WHAT: classifier (default), pixelcnn, gan, or dip
+    (tunes the deep image prior's iteration count on validation data)."""
     _setup(quiet)
     from .data import load_dataset
     from .device import resolve_device
     from .errors import BenchError
     from .store import ModelStore
 
-    if what not in ("classifier", "pixelcnn"):
-        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn")
+    if what not in ("classifier", "pixelcnn", "gan", "dip"):
+        raise BenchError(f"cannot train {what!r}: trainable here: classifier, pixelcnn, gan, "
+                         "dip (tunes its iterations)")
     data = load_dataset(dataset, data_root, download)
+    if what in ("gan", "dip"):
+        from .dip_tuning import train_dip_command
+        from .gan_training import train_gan_command
+
+        lines = (train_gan_command(data, resolve_device(device), seed, size, latent, figures) if what == "gan"
+                 else train_dip_command(data, resolve_device(device), seed))
+        click.echo("\n".join(lines))
+        return
     if what == "pixelcnn":
         from .generative import get_pixelcnn, sample_figure
 
@@ -287,9 +299,9 @@ def leaderboard(check: bool, results_dir: Path, output: Path) -> None:
 def plot(results_dir: Path) -> None:
     """Draw figures from the records into RESULTS_DIR/figures (linked from the leaderboard)."""
     from .detection import detection_figures
-    from .plots import accuracy_heatmaps
+    from .plots import accuracy_heatmaps, robustness_curves
 
-    for path in [*accuracy_heatmaps(results_dir), *detection_figures(results_dir)]:
+    for path in [*accuracy_heatmaps(results_dir), *robustness_curves(results_dir), *detection_figures(results_dir)]:
         click.echo(f"wrote {path}")
 
 
@@ -409,6 +421,74 @@ def pixeldefend_perf(cases: tuple[str, ...], batch: int, reference_rows: int, de
     rows = [pixeldefend_speed(c, batch=batch, reference_rows=reference_rows, device=device) for c in cases]
     _emit_perf("pixeldefend", rows, save)
     _emit_perf("pixelcnn_training", [pixelcnn_training_speed(device=device)], save)
+
+
+@perf.command("adaptive")
+@click.option("--dataset", default="mnist5k", show_default=True)
+@click.option("--model", default="resnet", show_default=True)
+@click.option("--defense", "defense_names", default="none,feature-squeezing,pixeldefend,adaptive-pixeldefend",
+              show_default=True, help="Comma-separated defenses (compositions with '+' allowed).")
+@click.option("--n", type=int, default=32, show_default=True, help="Images per step.")
+@click.option("--steps", type=int, default=3, show_default=True, help="Timed steps; the fastest is reported.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def adaptive_perf(dataset: str, model: str, defense_names: str, n: int, steps: int, device: str,
+                  save: Path | None) -> None:
+    """Cost of one adaptive attack step (forward and backward through the defended pipeline), ms per image."""
+    _setup(True)
+    from .perf_adaptive import adaptive_step_cost
+
+    names = [d.strip() for d in defense_names.split(",") if d.strip()]
+    _emit_perf("adaptive", adaptive_step_cost(dataset, model, names, n=n, steps=steps, device=device), save)
+
+
+@main.command()
+@click.option("--dataset", default="mnist5k", show_default=True)
+@click.option("--model", default="resnet", show_default=True)
+@click.option("--defense", "defense_name", default="pixeldefend", show_default=True, help="A purifying defense.")
+@click.option("--attack", "attack_name", default="pgd", show_default=True)
+@click.option("--threat", type=click.Choice(["oblivious", "adaptive"]), default="adaptive", show_default=True)
+@click.option("--eps", "eps_values", multiple=True, help="Budgets (default: the data set's).")
+@click.option("--n", type=click.IntRange(1), default=20, show_default=True, help="Test points.")
+@_common_model_options
+def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, data_root, download, device, seed,
+             quiet) -> None:
+    """How much of an attack's perturbation survives a purifier (undone sub-pixels, surviving L1 share)."""
+    _setup(quiet)
+    from tabulate import tabulate
+
+    from .budgets import parse_eps_list
+    from .data import load_dataset
+    from .diagnose import purification_survival
+    from .registry import ATTACKS, DEFENSES
+    from .vocab import Threat
+
+    DEFENSES.select(defense_name)
+    ATTACKS.get(attack_name)
+    eps = parse_eps_list(eps_values) if eps_values else load_dataset(dataset, data_root, download).default_eps
+    rows = purification_survival(dataset, model, defense_name, attack_name, tuple(eps), n, Threat(threat), seed=seed,
+                                 device=device, data_root=data_root)
+    click.echo(tabulate(rows, headers="keys", tablefmt="github"))
+
+
+@perf.command("gan")
+@click.option("--case", "cases", multiple=True, default=("28x28x1", "32x32x3"), show_default=True,
+              help="HxWxC (untrained networks of the default size) or a data set with a trained GAN.")
+@click.option("--n", type=click.IntRange(min=1), default=16, show_default=True, help="Images per case.")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="Projection steps L.")
+@click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True, help="Projection restarts R.")
+@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Deep image prior iterations.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def gan_perf(cases, n, steps, restarts, iterations, device, save) -> None:
+    """Projection onto a GAN and deep image prior fits: batched against one image at a time, same outputs."""
+    _setup(True)
+    from .perf_gan import dip_speed, matmul_flops_per_second, projection_speed
+
+    peak = matmul_flops_per_second()
+    _emit_perf("gan_projection", [projection_speed(c, n, steps, restarts, device, peak) for c in cases], save)
+    _emit_perf("dip", [dip_speed(c, n, iterations, device, peak) for c in cases], save)
 
 
 from .detect_cmd import detect  # noqa: E402  (defined in its own module; registered here)

@@ -1,9 +1,14 @@
 """The defense interface.
 
 A defense may have a training-time part (it changes how the classifier is trained: adversarial training, label
-smoothing) and an inference-time part (it transforms the input before the classifier: squeezing, purification).
+smoothing) and an inference-time part (it transforms the input before the classifier: squeezing, purification; or it
+makes the decision itself from the classifier's answers: a vote over noisy copies, see :meth:`Defense.classify`).
 Its traits are class data, read by the runner, the tests and the leaderboard alike. Defenses compose with ``+`` in the
-order written (``adv-fgsm+feature-squeezing``): at most one training part, purifiers applied left to right.
+order written (``adv-fgsm+feature-squeezing``): at most one training part, purifiers applied left to right, at most
+one part that classifies.
+
+A randomised defense draws from :func:`draw_generator`: the harness seeds torch's global generator before every batch,
+so its draws repeat for a seed and differ between calls (independent draws, EOT).
 """
 from __future__ import annotations
 
@@ -34,15 +39,21 @@ class Defense:
     A non-differentiable purifier may also define ``bpda_surrogate(self, x) -> Tensor``: a differentiable
     approximation of :meth:`purify` whose gradient adaptive attacks use instead (BPDA; see :mod:`attacks.adaptive`).
     Without one they take the identity's gradient (straight-through).
+
+    A defense that makes the decision itself (``classifies``) overrides :meth:`classify`; it may define
+    ``classify_surrogate(self, classifier, x) -> Tensor``, differentiable logits that adaptive attacks take gradients
+    of instead (e.g. the classifier at one random point where the decision is a vote over many).
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     trains_classifier: ClassVar[bool] = False  # has a training-time part
     purifies: ClassVar[bool] = False  # has an inference-time part
-    differentiable: ClassVar[bool] = True  # the inference part passes useful gradients
+    differentiable: ClassVar[bool] = True  # the inference part (purify, or classify) passes useful gradients
     randomised: ClassVar[bool] = False  # the inference part draws random numbers
     detects: ClassVar[bool] = False  # offers detection scores (higher = more suspicious)
+    classifies: ClassVar[bool] = False  # the inference part makes the decision itself (see classify)
+    optimises: ClassVar[bool] = False  # the inference part solves an optimisation problem per input (a sanity check)
 
     @classmethod
     def describe(cls) -> dict[str, str]:
@@ -71,6 +82,11 @@ class Defense:
         """Transform a batch of inputs (N, C, H, W) in [0, 1]; same shape and range out."""
         return x
 
+    def classify(self, classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Scores (N, K) whose arg max is the defended decision on ``x`` (already purified). Default: the classifier's
+        logits; a defense that ``classifies`` decides otherwise (e.g. a majority vote)."""
+        return classifier(x)
+
     def detect(self, x: torch.Tensor, classifier: nn.Module) -> torch.Tensor | None:
         """Per-input booleans: flagged as adversarial by the defense's calibrated detector; None if it has none."""
         return None
@@ -90,14 +106,22 @@ class ComposedDefense(Defense):
                 f"defense {'+'.join(p.name for p in parts)!r} combines two training-time defenses "
                 f"({', '.join(p.name for p in trainers)}); a classifier is trained one way"
             )
+        deciders = [p for p in parts if p.classifies]
+        if len(deciders) > 1:
+            raise BenchError(
+                f"defense {'+'.join(p.name for p in parts)!r} combines two defenses that make the decision "
+                f"({', '.join(p.name for p in deciders)}); an input is classified one way"
+            )
         self.parts = parts
         self.name = "+".join(p.name for p in parts)
         self.trains_classifier = bool(trainers)
         self.purifies = any(p.purifies for p in parts)
-        self.differentiable = all(p.differentiable for p in parts if p.purifies)
+        self.differentiable = all(p.differentiable for p in parts if p.purifies or p.classifies)
         self.randomised = any(p.randomised for p in parts)
         self.detects = any(p.detects for p in parts)
+        self.classifies = bool(deciders)
         self._trainer = trainers[0] if trainers else None
+        self.decider = deciders[0] if deciders else None
 
     def training_config(self, dataset: Any) -> dict[str, Any] | None:
         return self._trainer.training_config(dataset) if self._trainer else None
@@ -118,6 +142,9 @@ class ComposedDefense(Defense):
                 x = p.purify(x)
         return x
 
+    def classify(self, classifier: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self.decider.classify(classifier, x) if self.decider else classifier(x)
+
     def detect(self, x: torch.Tensor, classifier: nn.Module) -> torch.Tensor | None:
         flags = [f for p in self.parts if (f := p.detect(x, classifier)) is not None]
         return torch.stack(flags).any(0) if flags else None
@@ -127,10 +154,18 @@ class ComposedDefense(Defense):
 
 
 def _traits(obj: Any) -> str:
-    traits = [t for t in ("trains_classifier", "purifies", "detects", "randomised") if getattr(obj, t)]
-    if obj.purifies:
+    traits = [t for t in ("trains_classifier", "purifies", "classifies", "detects", "randomised") if getattr(obj, t)]
+    if obj.purifies or obj.classifies:
         traits.append("differentiable" if obj.differentiable else "non-differentiable")
     return ", ".join(t.replace("_", "-") for t in traits) or "-"
+
+
+def draw_generator(device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one call of a randomised defense on ``device``, seeded from torch's global generator (which the
+    harness seeds per batch: :func:`benchmark.runner.defended_predictions`). Same seed, same draws; the next call
+    (another EOT or evaluation draw) gets a new seed."""
+    seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def build_defense(name: str) -> Defense:

@@ -12,11 +12,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, Union
 
 import torch
 from torch import nn
 
+from .checkpoint import EpochCheckpoint
 from .data import Dataset, Split
 from .errors import BenchError
 from .fileio import atomic_write_text
@@ -100,49 +101,6 @@ def _reference_points(train: Split, seed: int) -> torch.Tensor:
     return train.x[idx.sort().values]
 
 
-class _Checkpoint:
-    """Per-epoch training state beside the final checkpoint, so an interrupted training resumes at its last epoch."""
-
-    def __init__(self, folder: Path) -> None:
-        self.weights, self.meta = folder / "partial.safetensors", folder / "partial.json"
-
-    def save(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, seconds: float) -> None:
-        from safetensors.torch import save_file
-
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        for i, p in enumerate(model.parameters()):
-            for k, v in opt.state[p].items():
-                if torch.is_tensor(v):
-                    tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
-        tmp = self.weights.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(self.weights)
-        atomic_write_text(self.meta, json.dumps({"epoch": epoch, "seconds": seconds}))
-
-    def load(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float]:
-        """(epochs done, seconds spent) restored into model and optimizer; (0, 0) when there is nothing to resume."""
-        from safetensors.torch import load_file
-
-        if not (self.meta.exists() and self.weights.exists()):
-            return 0, 0.0
-        try:
-            info = json.loads(self.meta.read_text())
-            tensors = load_file(str(self.weights))
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            for i, p in enumerate(model.parameters()):
-                state = {k.split(".", 2)[2]: v.to(p.device) for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
-                if state:
-                    opt.state[p] = state
-            return int(info["epoch"]), float(info["seconds"])
-        except Exception as exc:  # an unreadable partial state only costs the epochs it held
-            log.warning("cannot resume PixelCNN training from %s (%s); starting over", self.weights, exc)
-            return 0, 0.0
-
-    def remove(self) -> None:
-        self.weights.unlink(missing_ok=True)
-        self.meta.unlink(missing_ok=True)
-
-
 def train_pixelcnn(model: nn.Module, dataset: Dataset, cfg: PixelCNNConfig, device: torch.device, seed: int,
                    folder: Path, desc: str = "train pixelcnn") -> dict[str, Any]:
     """Adam with a cosine-decayed learning rate on the training split; returns the metrics stored with the model."""
@@ -152,8 +110,8 @@ def train_pixelcnn(model: nn.Module, dataset: Dataset, cfg: PixelCNNConfig, devi
     total = cfg.epochs * steps_per_epoch
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = _Checkpoint(folder)
-    done, seconds = checkpoint.load(model, opt)
+    checkpoint = EpochCheckpoint(folder, "PixelCNN training")
+    done, seconds, _ = checkpoint.load(model, opt)
     if done:
         log.info("resuming PixelCNN training after epoch %d of %d", done, cfg.epochs)
 
@@ -217,14 +175,18 @@ def get_pixelcnn(dataset: Dataset, device: torch.device, store: ModelStore, seed
     return model, meta
 
 
-def check_pixelcnn_fits(meta: dict[str, Any], dataset: Dataset) -> None:
-    """Refuse a PixelCNN trained on another data set or image shape."""
+def check_fits(meta: dict[str, Any], dataset: Dataset, what: str) -> None:
+    """Refuse a generative model (``what``: PixelCNN, GAN) trained on another data set or image shape."""
     spec = meta.get("spec", {})
     if spec.get("dataset") != dataset.name or list(spec.get("shape", [])) != list(dataset.shape):
         raise BenchError(
-            f"this PixelCNN was trained on {spec.get('dataset')!r} images of shape {tuple(spec.get('shape', []))}, "
-            f"not on {dataset.name!r} of shape {tuple(dataset.shape)}; use a PixelCNN trained on {dataset.name}"
+            f"this {what} was trained on {spec.get('dataset')!r} images of shape {tuple(spec.get('shape', []))}, "
+            f"not on {dataset.name!r} of shape {tuple(dataset.shape)}; use a {what} trained on {dataset.name}"
         )
+
+
+def check_pixelcnn_fits(meta: dict[str, Any], dataset: Dataset) -> None:
+    check_fits(meta, dataset, "PixelCNN")
 
 
 @torch.no_grad()

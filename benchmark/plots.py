@@ -1,15 +1,34 @@
-"""Figures from the records (matplotlib): a heat map of accuracy per defense and attack, one panel per budget.
+"""Figures from the records (matplotlib), written under ``results/figures/``; the leaderboard links every figure there.
 
-Written under ``results/figures/`` as ``<dataset>_<model>_accuracy.png``; the leaderboard links every figure there.
+- ``<dataset>_<model>_accuracy.png``: a heat map of accuracy per defense and attack, one panel per budget.
+- ``<dataset>_<model>_robustness_curve.png``: per defense, accuracy under adaptive PGD against the budget, from the
+  adaptive records of :data:`CURVE_ATTACKS` with at least :data:`CURVE_MIN_BUDGETS` budgets, with 95% Wilson
+  intervals; the clean accuracy is the point at budget 0.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .budgets import format_eps
 from .leaderboard import FIGURES_SUBDIR, budget_norm
 from .records import LoadedRecord, load_all
 from .registry import natural_key
+from .stats import wilson_interval
+
+CURVE_ATTACKS = ("pgd", "pgd-restarts")
+CURVE_MIN_BUDGETS = 3
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write and close a figure; no software tag, so that the same records give the same bytes."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 def _grid(recs: list[LoadedRecord], eps_index: int) -> tuple[list[str], list[str], list[list[float]]]:
@@ -52,10 +71,53 @@ def accuracy_heatmaps(results_dir: Path) -> list[Path]:
                     if v == v:  # not NaN
                         ax.text(x, y, f"{v:.0f}", ha="center", va="center", fontsize=8)
             ax.set_title(f"{dataset} / {model}: accuracy (%) at eps {format_eps(e)}")
-        fig.tight_layout()
-        out = Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_accuracy.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=90, metadata={"Software": None})
-        plt.close(fig)
-        written.append(out)
+        written.append(_save(fig, Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_accuracy.png"))
+    return written
+
+
+def _curve_records(records: list[LoadedRecord]) -> dict[tuple[str, str], dict[tuple[str, str], LoadedRecord]]:
+    """Per (data set, model), per (defense, attack): the adaptive curve record with the most budgets (then the
+    largest n, then the path, so that the choice is deterministic)."""
+    best: dict[tuple[str, str], dict[tuple[str, str], LoadedRecord]] = {}
+    for r in sorted(records, key=lambda r: str(r.path)):
+        c = r.data["config"]
+        if c["threat"] != "adaptive" or c["attack"] not in CURVE_ATTACKS or budget_norm(r) != "linf":
+            continue
+        if len(c["eps"]) < CURVE_MIN_BUDGETS:
+            continue
+        mine = best.setdefault((c["dataset"], c["model"]), {})
+        key = (c["defense"], c["attack"])
+        old = mine.get(key)
+        if old is None or (len(c["eps"]), c["n"]) > (len(old.data["config"]["eps"]), old.data["config"]["n"]):
+            mine[key] = r
+    return best
+
+
+def robustness_curves(results_dir: Path) -> list[Path]:
+    """One figure per (data set, model) with adaptive curve records; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for (dataset, model), curves in sorted(_curve_records(load_all(results_dir)).items()):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (defense, attack), r in sorted(curves.items(), key=lambda item: natural_key(item[0][0])):
+            out, n = r.data["outcomes"], r.data["config"]["n"]
+            counts = [sum(out["clean_correct"])] + [sum(row) for row in out["adv_correct"]]
+            xs = [0.0] + [255 * float(e) for e in r.data["config"]["eps"]]
+            order = sorted(range(len(xs)), key=xs.__getitem__)
+            xs, counts = [xs[i] for i in order], [counts[i] for i in order]
+            ys = [100 * k / n for k in counts]
+            bounds = [wilson_interval(k, n) for k in counts]
+            err = [[y - 100 * lo for y, (lo, _) in zip(ys, bounds)], [100 * hi - y for y, (_, hi) in zip(ys, bounds)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{defense} ({attack}, n={n})")
+        ax.set_xlabel("budget ε (L∞, in 1/255)")
+        ax.set_ylabel("accuracy under adaptive attack (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{dataset} / {model}: robustness curves (adaptive, 95% Wilson intervals)")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_robustness_curve.png"))
     return written

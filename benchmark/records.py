@@ -12,6 +12,10 @@ run never leaves a partial one. The schema (version 1):
                 is differentiated: exact, bpda-surrogate or bpda-identity, and ``eot_samples``, draws per gradient)
 ``defense``     traits and options of the defense; ``eval_draws``, draws of the pipeline per evaluated input (an
                 example is correct only if correct in all; above 1 only for randomised defenses under adaptive)
+``checks``      sanity checks (:mod:`benchmark.sanity`): the defense's probes (``randomness`` declared, observed
+                across seeds and repeatable for a seed; ``optimises_in_forward``; input ``gradients`` through the
+                adaptive pipeline, shares of all-zero and non-finite ones; ``probe_points``) and
+                ``largest_perturbation`` per budget in the budget's norm (absent from records that predate it)
 ``substitute``  transfer: store key, architecture, seed and test accuracy of the attacked substitute; else null
 ``classifier``  store key, clean test accuracy and training-time defense of the classifier
 ``test_points_sha256``  hash of the exact test points (pixels and labels)
@@ -90,6 +94,7 @@ def validate(record: dict[str, Any]) -> None:
             per_example(key, row)
             _check(all(v in (0, 1) for v in row), f"outcomes.{key} must hold 0 or 1")
     _check(all(v in (0, 1) for v in out["clean_correct"]), "outcomes.clean_correct must hold 0 or 1")
+    _check(isinstance(record.get("checks", {}), dict), "checks must be an object")
     unbounded = out.get("unbounded")
     if unbounded is not None:
         for key in ("found", "l0", "l2", "linf"):

@@ -9,6 +9,7 @@ tasks (:mod:`benchmark.ray_executor`); a cell's record is the same under either.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from . import records
 from .cells import Workbench, build_record, defended_correct, defended_predictions  # noqa: F401  (re-exported)
@@ -43,14 +44,16 @@ def _resolve(plan: RunPlan) -> tuple[dict, dict]:
     return defenses, attacks
 
 
-def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult]]:
-    """The cells still to evaluate, and the skipped ones (a current record exists). Cells that share a classifier
-    (defenses with one training configuration) and then an attack come next to each other, so that one process
-    builds each classifier and each set of adversarial inputs once."""
+def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], dict[str, list[dict[str, Any]]]]:
+    """The cells still to evaluate, the skipped ones (a current record exists) and, per defense, the skipped cells'
+    records that predate sanity checks. Cells that share a classifier (defenses with one training configuration) and
+    then an attack come next to each other, so that one process builds each classifier and each set of adversarial
+    inputs once."""
     plan = bench.plan
     n = len(bench.points)
     attack_eps = {a: bench.attack(a).budgets(bench.eps) for a in plan.attacks}
     skipped: dict[Cell, CellResult] = {}
+    missing_checks: dict[str, list[dict[str, Any]]] = {}
     todo: list[Cell] = []
     for d in plan.defenses:
         for a in plan.attacks:
@@ -58,6 +61,8 @@ def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult]]:
             changed = None if old is None else attack_changed(old, bench.attack(a))
             if old is not None and changed is None:
                 skipped[(d, a)] = CellResult(d, a, "skipped", message="record exists")
+                if "checks" not in old:
+                    missing_checks.setdefault(d, []).append(old)
             else:
                 if changed:
                     log.warning("%s x %s: %s; running the cell again", d, a, changed)
@@ -67,7 +72,19 @@ def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult]]:
         groups.setdefault(bench.classifier_key(d), len(groups))
     order = {name: i for i, name in enumerate([*plan.defenses, *plan.attacks])}
     todo.sort(key=lambda c: (groups[bench.classifier_key(c[0])], order[c[1]], order[c[0]]))
-    return Grid(plan, todo, bench.eps, n, attack_eps), skipped
+    return Grid(plan, todo, bench.eps, n, attack_eps), skipped, missing_checks
+
+
+def add_missing_checks(bench: Workbench, stale: dict[str, list[dict[str, Any]]]) -> None:
+    """Records written before sanity checks existed get the defense's probes added (they do not depend on the
+    attack), so that every record carries them without re-running its attack. This runs in this process under every
+    executor (a Ray driver too): it only touches records that exist, and is needed once per old record."""
+    for d, recs in stale.items():
+        bench.prepare_defense(d)
+        checks = bench.probe(d)
+        for rec in recs:
+            records.save(bench.plan.results_dir, {**rec, "checks": checks})
+        log.info("%s: sanity checks added to %d earlier record(s)", d, len(recs))
 
 
 def run(plan: RunPlan, store: ModelStore | None = None, executor: Executor | None = None) -> list[CellResult]:
@@ -78,7 +95,8 @@ def run(plan: RunPlan, store: ModelStore | None = None, executor: Executor | Non
     device = executor.driver_device(plan)
     ensure_writable(plan.results_dir)
     bench = Workbench(plan, device, store or ModelStore(), defenses, attacks)
-    grid, results = plan_grid(bench)
+    grid, results, missing_checks = plan_grid(bench)
+    add_missing_checks(bench, missing_checks)
     keeper = RecordKeeper(grid, bench)
     tracker = GridProgress(total=len(grid.todo))
     try:

@@ -1,16 +1,22 @@
 """Training classifiers: one loop for every training-time defense (the defense supplies the loss)."""
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import EpochCheckpoint
 from .data import Dataset, Split
 from .modes import eval_mode
 from .progress import progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,12 @@ def train_classifier(
     device: torch.device,
     seed: int,
     desc: str = "train",
+    folder: Path | None = None,
 ) -> dict[str, Any]:
-    """SGD with Nesterov momentum and a one-cycle schedule; returns clean val and test accuracy."""
+    """SGD with Nesterov momentum and a one-cycle schedule; returns clean val and test accuracy.
+
+    With ``folder``, the state after each epoch (weights, optimizer, random generators) is kept there, so that an
+    interrupted training resumes at its last finished epoch with the same result as an uninterrupted one."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -88,9 +98,21 @@ def train_classifier(
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.2)
-    bar = progress(total=cfg.epochs * steps_per_epoch, desc=desc, unit="batch")
+    checkpoint = EpochCheckpoint(folder, "classifier training") if folder is not None else None
+    done = 0
+    if checkpoint is not None:
+        done, _, extra = checkpoint.load(model, opt)
+        if done:
+            log.info("resuming %s after epoch %d of %d", desc, done, cfg.epochs)
+            gen.set_state(extra["rng.data"])
+            torch.set_rng_state(extra["rng.torch"])
+            with warnings.catch_warnings():  # replaying the schedule's steps, not training
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(done * steps_per_epoch):
+                    sched.step()
+    bar = progress(total=cfg.epochs * steps_per_epoch, initial=done * steps_per_epoch, desc=desc, unit="batch")
     model.train()
-    for epoch in range(cfg.epochs):
+    for epoch in range(done, cfg.epochs):
         perm = torch.randperm(len(train), generator=gen)
         for i in range(0, len(train), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
@@ -103,10 +125,15 @@ def train_classifier(
             sched.step()
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
+        if checkpoint is not None and epoch + 1 < cfg.epochs:
+            checkpoint.save(model, opt, epoch + 1, 0.0, {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state()})
     bar.close()
     model.eval()
-    return {
+    metrics = {
         "val_accuracy": accuracy(model, dataset.val, device),
         "test_accuracy": accuracy(model, dataset.test, device),
         "train_images": len(train),
     }
+    if checkpoint is not None:
+        checkpoint.remove()
+    return metrics

@@ -59,7 +59,8 @@ def get_classifier(
         def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return defense.training_loss(model, x, y, training)
 
-        return train_classifier(module, dataset, cfg, loss, device, seed, desc=label)
+        return train_classifier(module, dataset, cfg, loss, device, seed, desc=label,
+                                folder=store.folder("classifier", spec))
 
     meta = store.get_or_build("classifier", spec, model, build)
     model.to(device).eval()

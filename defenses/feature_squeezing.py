@@ -26,12 +26,21 @@ def reduce_bit_depth(x: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.round(x * levels) / levels
 
 
+def median_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """scipy.ndimage.median_filter(size=size) per channel of a batch (N, C, H, W): the median of each size x size window
+    (the upper one for even sizes), placed as scipy places it (centred; one pixel up and left of centre for even
+    sizes), edges extended as scipy's default "reflect" does for windows up to 3 wide. A selection by sort: the
+    gradient goes to the chosen pixel."""
+    before, after = size // 2, (size - 1) // 2
+    padded = F.pad(x, (before, after, before, after), mode="replicate")
+    n, c, h, w = x.shape
+    windows = padded.unfold(2, size, 1).unfold(3, size, 1).reshape(n, c, h, w, size * size)
+    return windows.sort(dim=-1).values[..., (size * size) // 2]
+
+
 def median_filter_2x2(x: torch.Tensor) -> torch.Tensor:
     """scipy.ndimage.median_filter(size=2) per channel: the upper median of each pixel and its up/left neighbours."""
-    padded = F.pad(x, (1, 0, 1, 0), mode="replicate")
-    n, c, h, w = x.shape
-    windows = padded.unfold(2, 2, 1).unfold(3, 2, 1).reshape(n, c, h, w, 4)
-    return windows.sort(dim=-1).values[..., 2]
+    return median_filter(x, 2)
 
 
 @register_defense("feature-squeezing")

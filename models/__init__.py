@@ -1,2 +1,2 @@
-"""Built-in models: classifiers (ResNet-style, VGG-style) and the PixelCNN density model."""
-from . import classifiers, pixelcnn  # noqa: F401  (registers "resnet", "vgg" and "pixelcnn")
+"""Built-in models: classifiers (ResNet-style, VGG-style), the PixelCNN density model and the GAN."""
+from . import classifiers, dip, gan, pixelcnn  # noqa: F401  (registers "resnet", "vgg", "dip", "gan" and "pixelcnn")

@@ -18,7 +18,7 @@ from benchmark.vocab import AttackKind, Norm
 
 EPS = 25 / 255
 N = 24
-COMPOSITIONS = ["adv-fgsm+feature-squeezing"]
+COMPOSITIONS = ["adv-fgsm+feature-squeezing", "jpeg+region-based"]
 # Ensembles and query attacks keep working on the examples still unfooled: at 25/255 about a third of the digits
 # survive and AutoAttack's later members or Square's 5,000 queries take ~50 s each. At 0.3 their first steps fool
 # every digit, which checks the contract in a second; the full run at EPS is in the slow set (-m slow).
@@ -106,6 +106,12 @@ def test_defense_contract(name, digits, digits_classifier):
         assert approx.shape == x.shape and torch.isfinite(approx).all()
         approx.sum().backward()
         assert probe.grad is not None and probe.grad.abs().sum() > 0, f"{name}'s bpda_surrogate passes no gradient"
+    if defense.classifies:  # the decision is the defense's: one score per class, the same for the same seed
+        torch.manual_seed(0)
+        scores = defense.classify(model, out)
+        assert scores.shape == (len(x), digits.num_classes) and torch.isfinite(scores).all()
+        torch.manual_seed(0)
+        assert torch.equal(scores, defense.classify(model, out))
     if defense.detects:
         flags = defense.detect(x, model)
         assert flags.dtype == torch.bool and flags.shape == (len(x),)

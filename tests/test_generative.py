@@ -10,7 +10,8 @@ from click.testing import CliRunner
 import models  # noqa: F401
 from benchmark import generative
 from benchmark.cli import main
-from benchmark.generative import _Checkpoint, build_pixelcnn, get_pixelcnn, pixelcnn_config, sample, train_pixelcnn
+from benchmark.checkpoint import EpochCheckpoint
+from benchmark.generative import build_pixelcnn, get_pixelcnn, pixelcnn_config, sample, train_pixelcnn
 from benchmark.store import ModelStore
 
 
@@ -40,17 +41,17 @@ def test_interrupted_training_resumes_where_it_stopped(digits, tmp_path, monkeyp
     straight = fresh()
     train_pixelcnn(straight, digits, cfg, torch.device("cpu"), 0, tmp_path / "a")
 
-    real_save = _Checkpoint.save
+    real_save = EpochCheckpoint.save
 
     def save_then_die(self, *args, **kwargs):
         real_save(self, *args, **kwargs)
         raise KeyboardInterrupt  # killed right after the first epoch's state was written
 
-    monkeypatch.setattr(_Checkpoint, "save", save_then_die)
+    monkeypatch.setattr(EpochCheckpoint, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_pixelcnn(fresh(), digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
     assert (tmp_path / "b" / "partial.json").exists()
-    monkeypatch.setattr(_Checkpoint, "save", real_save)
+    monkeypatch.setattr(EpochCheckpoint, "save", real_save)
     resumed = fresh()
     metrics = train_pixelcnn(resumed, digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
     assert not (tmp_path / "b" / "partial.json").exists()  # cleaned up once finished

@@ -19,19 +19,24 @@ def make_record(attack: str, adv_correct: Sequence[Sequence[int]], *, clean_corr
                 dataset: str = "fashion-mnist", model: str = "resnet", defense: str = "none",
                 threat: str = "oblivious", eps: Sequence[float] = FASHION_EPS, seed: int = 0,
                 defense_ms: float = 0.5, detected: Sequence[Sequence[int]] | None = None,
-                clean_detected: Sequence[int] | None = None, norm: str = "linf") -> dict[str, Any]:
+                clean_detected: Sequence[int] | None = None, norm: str = "linf",
+                threat_options: dict[str, Any] | None = None, traits: str = "-",
+                checks: dict[str, Any] | None = None, needs_gradients: bool | None = None) -> dict[str, Any]:
     """A record that passes ``records.validate``: n is the length of each per-budget list of ``adv_correct``."""
     n = len(adv_correct[0])
     assert len(adv_correct) == len(eps)
     config = records.normalise_config(dict(dataset=dataset, model=model, defense=defense, attack=attack,
-                                           threat=threat, eps=list(eps), n=n, seed=seed))
+                                           threat=threat, eps=list(eps), n=n, seed=seed,
+                                           threat_options=threat_options))
     clean = list(clean_correct) if clean_correct is not None else [1] * n
-    return {
+    extra = {"checks": checks} if checks is not None else {}
+    return {**extra,
         "schema": records.SCHEMA,
         "id": records.record_id(config),
         "config": config,
-        "attack": {"norm": norm, "kind": "fixed-eps", "implementation": "test", "options": {}},
-        "defense": {"traits": "-", "options": {}},
+        "attack": {"norm": norm, "kind": "fixed-eps", "implementation": "test", "options": {},
+                   "needs_gradients": needs_gradients},
+        "defense": {"traits": traits, "options": {}},
         "classifier": {"key": "k", "clean_accuracy": 1.0, "training_defense": "none"},
         "test_points_sha256": f"points-{dataset}-{n}-{seed}",
         "outcomes": {
@@ -63,8 +68,9 @@ def render_dir(results: Path) -> str:
     return leaderboard.render(records.load_all(results))
 
 
-def table_rows(text: str) -> list[dict[str, str]]:
-    """Every data row of every markdown table in ``text``, as {header: cell}."""
+def table_rows(text: str, table: str = "details") -> list[dict[str, str]]:
+    """Every data row of every markdown table in ``text``, as {header: cell}: of the details tables (one row per
+    defense and threat model), the headline tables (one row per defense) or "all"."""
     rows: list[dict[str, str]] = []
     headers: list[str] | None = None
     for line in text.splitlines():
@@ -76,6 +82,10 @@ def table_rows(text: str) -> list[dict[str, str]]:
             headers = cells
         elif not set("".join(cells)) <= set("-:"):
             rows.append(dict(zip(headers, cells)))
+    if table == "details":
+        return [r for r in rows if "threat" in r]
+    if table == "headline":
+        return [r for r in rows if "checks" in r]
     return rows
 
 
@@ -120,7 +130,7 @@ def test_render_is_deterministic_and_independent_of_order(tmp_path: Path, grid: 
 def test_sections_sorted_and_header_explains(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
     save_all(tmp_path, grid)
     text = render_dir(tmp_path)
-    assert "`bench leaderboard`" in text and "by hand" in text and "Worst case" in text
+    assert "`bench leaderboard`" in text and "by hand" in text and "per-example worst case" in text
     assert text.index("## cifar10 / resnet") < text.index("## fashion-mnist / resnet")
     assert "Budgets ε: 8/255, 25/255." in text
 
@@ -340,3 +350,81 @@ def test_threat_models_and_l2_budgets_get_rows_of_their_own(tmp_path: Path) -> N
     # L-infinity rows are complete over the L-infinity attacks; the L2 rows lack no L2 attack
     for row in rows:
         assert leaderboard.INCOMPLETE_MARK not in row["worst case"], row
+
+
+# -- the headline: per defense, every attack under every threat model ------------------------------------------------
+def headline_row(text: str, defense: str) -> dict[str, str]:
+    found = [r for r in table_rows(section_of(text), "headline") if r["defense"].split(" ")[0] == defense]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_headline_is_per_example_across_threat_models_and_sorted(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
+    save_all(tmp_path, grid)
+    text = render_dir(tmp_path)
+    assert text.index("Headline:") < text.index("### Details (fashion-mnist / resnet)")
+    # adv-fgsm: oblivious fools example 9 at 25/255, adaptive fools 0 at 8/255 and 1 at 25/255
+    row = headline_row(text, "adv-fgsm")
+    assert (row["oblivious"], row["adaptive"], row["worst case"]) == ("100/90", "90/90", "**90/80**")
+    assert row["defense"] == "adv-fgsm" and row["n"] == "10" and row["paper"] == "51/0"
+    none = headline_row(text, "none")
+    assert none["defense"] == "none †" and none["adaptive"] == "not run" and none["worst case"] == "**70/40**"
+    order = [r["defense"] for r in table_rows(section_of(text), "headline")]
+    assert order == ["adv-fgsm", "none †"]
+
+
+def test_headline_combines_different_n_on_their_common_points(tmp_path: Path) -> None:
+    save_all(tmp_path, [
+        make_record("fgsm", [fooled(10, [6]), fooled(10, [6, 7])]),  # fools only points beyond the first 4
+        make_record("pgd", [fooled(4, [0]), fooled(4, [0, 1])], threat="adaptive"),
+    ])
+    row = headline_row(render_dir(tmp_path), "none")
+    assert row["n"] == "4" and row["worst case"] == "**75/50**"
+    assert row["oblivious"] == "90/80 (n=10)" and row["adaptive"] == "75/50"
+
+
+def test_headline_refuses_records_whose_points_differ(tmp_path: Path) -> None:
+    a = make_record("fgsm", [fooled(4, []), fooled(4, [])])
+    b = make_record("pgd", [fooled(4, []), fooled(4, [])], threat="adaptive")
+    b["outcomes"]["label"] = [9, 9, 9, 9]
+    save_all(tmp_path, [a, b])
+    with pytest.raises(BenchError, match="different test points"):
+        render_dir(tmp_path)
+
+
+def test_adaptive_records_differing_in_eot_get_rows_of_their_own(tmp_path: Path) -> None:
+    save_all(tmp_path, [
+        make_record("pgd", [fooled(4, [0]), fooled(4, [0])], threat="adaptive", traits="purifies, randomised",
+                    threat_options={"eot_samples": k, "eval_draws": 5}, defense="randomization")
+        for k in (1, 10)
+    ])
+    text = render_dir(tmp_path)
+    threats = sorted(r["threat"] for r in table_rows(section_of(text)))
+    assert threats == ["adaptive (EOT 1, 5 draws)", "adaptive (EOT 10, 5 draws)"]
+    assert headline_row(text, "randomization")["worst case"] == "**75/75**"
+
+
+def test_checks_column(tmp_path: Path) -> None:
+    clean_probe = {"randomness": {"declared": False, "observed": False, "repeatable": True},
+                   "optimises_in_forward": False, "gradients": {"zero": 0.0, "nonfinite": 0.0}}
+    masked = {**clean_probe, "gradients": {"zero": 0.75, "nonfinite": 0.0},
+              "randomness": {"declared": False, "observed": True, "repeatable": True}}
+    save_all(tmp_path, [
+        make_record("pgd", [fooled(4, []), fooled(4, [0])], checks=clean_probe, needs_gradients=True),
+        make_record("pgd", [fooled(4, []), fooled(4, [])], defense="squeeze", checks=masked, needs_gradients=True,
+                    threat="adaptive"),
+        make_record("square", [fooled(4, [1]), fooled(4, [1, 2])], defense="squeeze", checks=masked,
+                    needs_gradients=False, threat="adaptive"),
+        make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="old"),
+        # oblivious attacks never saw the defense: a noise attack beating them says nothing about its gradients
+        make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="noisy", checks=clean_probe, needs_gradients=True),
+        make_record("uniform-noise", [fooled(4, [0]), fooled(4, [0])], defense="noisy", checks=clean_probe,
+                    needs_gradients=False),
+    ])
+    text = render_dir(tmp_path)
+    assert headline_row(text, "none")["checks"] == "ok"
+    assert headline_row(text, "old")["checks"] == "unchecked (1 record)"
+    assert headline_row(text, "noisy")["checks"] == "ok"
+    flags = headline_row(text, "squeeze")["checks"]
+    assert flags == ("random but declared deterministic; zero gradients (75%); "
+                     "square (adaptive) beats every gradient attack")

@@ -6,7 +6,8 @@ from pathlib import Path
 from test_leaderboard import fooled, make_record, save_all
 
 from benchmark import leaderboard
-from benchmark.plots import accuracy_heatmaps
+from benchmark.plots import _curve_records, accuracy_heatmaps, robustness_curves
+from benchmark.records import load_all
 
 
 def test_accuracy_heatmap_is_written_and_linked(tmp_path: Path) -> None:
@@ -19,3 +20,27 @@ def test_accuracy_heatmap_is_written_and_linked(tmp_path: Path) -> None:
     output = tmp_path / "leaderboard.md"
     leaderboard.write(tmp_path, output)
     assert "figures/fashion-mnist_resnet_accuracy.png" in output.read_text()
+
+
+def test_robustness_curve_from_adaptive_records_with_several_budgets(tmp_path: Path) -> None:
+    eps = (2 / 255, 8 / 255, 25 / 255)
+    save_all(tmp_path, [
+        make_record("pgd", [fooled(10, []), fooled(10, [0]), fooled(10, [0, 1, 2])], threat="adaptive", eps=eps),
+        make_record("pgd", [fooled(10, [5]), fooled(10, [5, 6])], threat="adaptive", defense="other"),  # 2 budgets
+        make_record("fgsm", [fooled(10, []), fooled(10, [0]), fooled(10, [1])], eps=eps),  # oblivious
+    ])
+    records = load_all(tmp_path)
+    chosen = _curve_records(records)
+    assert list(chosen) == [("fashion-mnist", "resnet")]
+    assert list(chosen[("fashion-mnist", "resnet")]) == [("none", "pgd")]
+    (figure,) = robustness_curves(tmp_path)
+    assert figure == tmp_path / "figures" / "fashion-mnist_resnet_robustness_curve.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    output = tmp_path / "leaderboard.md"
+    leaderboard.write(tmp_path, output)
+    assert "figures/fashion-mnist_resnet_robustness_curve.png" in output.read_text()
+
+
+def test_no_curve_without_enough_budgets(tmp_path: Path) -> None:
+    save_all(tmp_path, [make_record("pgd", [fooled(4, []), fooled(4, [0])], threat="adaptive")])
+    assert robustness_curves(tmp_path) == []

@@ -78,6 +78,16 @@ class _Noise(Defense):
         return (x + self.sigma * torch.randn_like(x)).clamp(0, 1)
 
 
+class _SecretNoise(Defense):
+    """Adds noise but declares itself deterministic: the randomness probe must notice."""
+
+    name = "zz-secret-noise"
+    purifies = True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+
+
 class _Blank(Defense):
     """Replaces each input by a blank image with probability 0.3 per draw: wrong about 30% of the time at random."""
 
@@ -91,7 +101,7 @@ class _Blank(Defense):
 
 @pytest.fixture
 def toy_defenses():
-    toys = {cls.name: cls for cls in (_Quantise, _QuantiseClaimingGradients, _Noise, _Blank)}
+    toys = {cls.name: cls for cls in (_Quantise, _QuantiseClaimingGradients, _Noise, _Blank, _SecretNoise)}
     DEFENSES.names()  # load the built-ins first
     for name, factory in toys.items():
         DEFENSES.add(name, factory, "tests")
@@ -233,8 +243,9 @@ def test_adaptive_run_counts_draws(tmp_path: Path, toy_defenses, digits_classifi
                    threat=Threat.ADAPTIVE, threat_options=ThreatOptions(eot_samples=3, eval_draws=4),
                    device="cpu", results_dir=tmp_path, batch_size=20)
     run(plan)
-    # clean and adversarial evaluation: 4 draws each; FGSM: one gradient (3 draws) and foolbox's success check (1)
-    assert [noise.calls for noise in _Noise.instances] == [4 + 4 + 3 + 1]
+    # clean and adversarial evaluation: 4 draws each; FGSM: one gradient (3 draws) and foolbox's success check (1);
+    # the sanity probes: 3 runs for randomness, 1 watching for inner optimisation, 1 gradient (3 draws)
+    assert [noise.calls for noise in _Noise.instances] == [4 + 4 + 3 + 1 + 3 + 1 + 3]
 
 
 def test_transfer_attacks_a_substitute(tmp_path: Path, digits_classifier):
@@ -251,3 +262,91 @@ def test_transfer_attacks_a_substitute(tmp_path: Path, digits_classifier):
     # transferred inputs are weaker than white-box ones on the classifier they were not crafted on
     white_box = run(RunPlan(**{**vars(plan), "threat": Threat.OBLIVIOUS, "defenses": ("none",)}))[0].record
     assert rec["summary"]["robust_accuracy"][0] > white_box["summary"]["robust_accuracy"][0]
+
+
+def test_gradient_masking_toy_trips_the_sanity_checks(tmp_path: Path, toy_defenses, digits_classifier):
+    from attacks.autoattack import Square
+    from benchmark import leaderboard, records
+
+    ATTACKS.add("zz-square", lambda: Square(n_queries=300), "tests")  # Square's full 5,000 queries take minutes
+    try:
+        plan = RunPlan(dataset="digits", defenses=("none", "zz-quantise-claims-gradients", "zz-secret-noise"),
+                       attacks=("pgd", "zz-square"), eps=(25 / 255,), n=N, threat=Threat.ADAPTIVE, device="cpu",
+                       results_dir=tmp_path)
+        assert {r.status for r in run(plan)} == {"done"}
+    finally:
+        ATTACKS._entries.pop("zz-square", None)
+    recs = _records(tmp_path)
+    masked = recs[("zz-quantise-claims-gradients", "pgd")]["checks"]
+    assert masked["gradients"]["zero"] == 1.0 and masked["randomness"]["observed"] is False
+    secret = recs[("zz-secret-noise", "pgd")]["checks"]["randomness"]
+    assert secret == {"declared": False, "observed": True, "repeatable": True}
+    plain = recs[("none", "pgd")]["checks"]
+    assert plain["gradients"] == {"zero": 0.0, "nonfinite": 0.0}
+    assert plain["optimises_in_forward"] == {"declared": False, "observed": False, "differentiated": True}
+    assert plain["largest_perturbation"][0] <= 25 / 255 + 1e-6
+
+    text = leaderboard.render(records.load_all(tmp_path))
+    headline = {line.split("|")[1].strip(): line for line in text.splitlines()
+                if line.startswith("|") and "**" in line}
+    assert "zero gradients (100%)" in headline["zz-quantise-claims-gradients"]
+    assert "zz-square (adaptive) beats every gradient attack" in headline["zz-quantise-claims-gradients"]
+    assert "random but declared deterministic" in headline["zz-secret-noise"]
+    assert headline["none"].rstrip(" |").endswith("ok")
+
+
+def test_perf_adaptive_reports_a_step_cost_per_defense(digits_classifier):
+    from test_cli import bench
+
+    result = bench("perf", "adaptive", "--dataset", "digits", "--defense", "none,zz-missing", "--n", "4")
+    assert result.exit_code == 2 and "zz-missing" in result.output  # unknown names: one line, exit 2
+    result = bench("perf", "adaptive", "--dataset", "digits", "--defense", "none,feature-squeezing", "--n", "4",
+                   "--steps", "1")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| digits")]
+    assert len(rows) == 2 and "feature-squeezing: bpda-surrogate" in rows[1]
+    assert all(float(row.split("|")[7]) > 0 for row in rows)
+
+
+def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
+    from benchmark.diagnose import purification_survival
+
+    common = dict(dataset_name="digits", model_name="resnet", attack_name="fgsm", eps=(25 / 255,), n=10,
+                  threat=Threat.OBLIVIOUS, device="cpu")
+    (none,) = purification_survival(defense_name="none", **common)
+    assert none["undone"] == 0 and none["surviving_l1"] == 1.0 and none["perturbed_subpixels"] > 0.5
+    (squeezed,) = purification_survival(defense_name="feature-squeezing", **common)
+    assert squeezed["undone"] > 0.3  # bit-depth reduction rounds most small changes back
+
+
+class _InnerDescent(Defense):
+    """Purifies by a few steps of gradient descent towards a smoother image, without declaring it."""
+
+    name = "zz-inner-descent"
+    purifies = True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            for _ in range(3):
+                loss = ((z - x) ** 2).sum() + (z[..., 1:] - z[..., :-1]).abs().sum()
+                (grad,) = torch.autograd.grad(loss, z)
+                z = (z - 0.05 * grad).detach().requires_grad_(True)
+        return z.detach().clamp(0, 1)
+
+
+def test_inner_optimisation_is_seen_and_flagged(digits_classifier, points):
+    from benchmark.sanity import defense_flags, probe_defense
+
+    (x, y), model = points, digits_classifier[0]
+    checks = probe_defense(model, _InnerDescent(), x, y, eot_samples=1, seed=0)
+    assert checks["optimises_in_forward"] == {"declared": False, "observed": True, "differentiated": True}
+    assert defense_flags(checks) == ["optimises in forward, differentiated through it",
+                                     "optimises in forward, not declared",
+                                     "zero gradients (100%)"]  # its output is detached: no gradient reaches x
+    tv = build_defense("tv-minimization")
+    tv.prepare(DefenseContext(None, model, CPU, ModelStore(), 0))
+    checks = probe_defense(model, tv, x, y, eot_samples=2, seed=0)
+    assert checks["optimises_in_forward"] == {"declared": True, "observed": False, "differentiated": False}
+    assert checks["randomness"] == {"declared": True, "observed": True, "repeatable": True}
+    assert defense_flags(checks) == ["optimises in forward"]

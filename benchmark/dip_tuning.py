@@ -1,0 +1,114 @@
+"""The deep image prior's iteration count, tuned per data set on validation data and cached.
+
+Too few iterations and the fit has not reproduced the digit yet; too many and it reproduces the adversarial noise as
+well (Ilyas et al. 2017, Section 3.3). The tuning fits the first ``points`` validation images, clean and after FGSM at
+the data set's largest default budget against the undefended classifier (the oblivious protocol), once each for the
+largest candidate count, reads the outputs off at every candidate count, and keeps the count whose mean of clean and
+adversarial accuracy is highest (the smaller count on a tie: it is also the cheaper). The result is cached under
+``<cache>/tuning/dip/`` keyed by everything it depends on, so every run of a data set uses the same count.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+from torch import nn
+
+from .data import Dataset
+from .fileio import atomic_write_text
+from .hashing import config_hash
+from .modes import eval_mode
+from .paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = (25, 50, 100, 200, 400, 800)
+POINTS = 100
+
+
+def weights_sha256(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def fgsm(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """One signed-gradient step of size eps on the cross-entropy, clipped to [0, 1]."""
+    probe = x.clone().requires_grad_(True)
+    with eval_mode(classifier), torch.enable_grad():
+        (grad,) = torch.autograd.grad(F.cross_entropy(classifier(probe), y), probe)
+    return (x + eps * grad.sign()).clamp(0, 1)
+
+
+@torch.no_grad()
+def _accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with eval_mode(classifier):
+        return round(float((classifier(x).argmax(1) == y).float().mean()), 4)
+
+
+def tune_iterations(dataset: Dataset, classifier: nn.Module, device: torch.device, lr: float = 0.001,
+                    width: int = 32, seed: int = 0, points: int = POINTS, candidates: tuple[int, ...] = CANDIDATES
+                    ) -> dict[str, Any]:
+    """Measure every candidate count on validation data; the chosen count and the measurements."""
+    from defenses.deep_image_prior import DIPFit, fit
+
+    n = min(points, len(dataset.val))
+    x, y = dataset.val.x[:n].to(device), dataset.val.y[:n].to(device)
+    eps = max(dataset.default_eps)
+    adv = fgsm(classifier, x, y, eps)
+    cfg = DIPFit(max(candidates), lr, width, seed)
+    _, _, clean_fits = fit(x, cfg, checkpoints=candidates)
+    _, _, adv_fits = fit(adv, cfg, checkpoints=candidates)
+    rows = [{"iterations": c, "clean_accuracy": _accuracy(classifier, clean_fits[c], y),
+             "adversarial_accuracy": _accuracy(classifier, adv_fits[c], y)} for c in sorted(candidates)]
+    best = max(rows, key=lambda r: (r["clean_accuracy"] + r["adversarial_accuracy"], -r["iterations"]))
+    return {"iterations": best["iterations"], "dataset": dataset.name, "val_points": n, "attack": "fgsm", "eps": eps,
+            "criterion": "mean of clean and adversarial validation accuracy", "per_count": rows,
+            "undefended": {"clean_accuracy": _accuracy(classifier, x, y),
+                           "adversarial_accuracy": _accuracy(classifier, adv, y)}}
+
+
+def tuned_iterations(dataset: Dataset, classifier: nn.Module, device: torch.device, lr: float = 0.001,
+                     width: int = 32, seed: int = 0, points: int = POINTS, candidates: tuple[int, ...] = CANDIDATES
+                     ) -> dict[str, Any]:
+    """The cached tuning of this data set, classifier and fit (tuned now when missing)."""
+    spec = {"dataset": dataset.name, "shape": list(dataset.shape), "classifier_sha256": weights_sha256(classifier),
+            "lr": lr, "width": width, "seed": seed, "points": points, "candidates": list(candidates)}
+    path = cache_dir() / "tuning" / "dip" / f"{config_hash(spec)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_suffix(".lock"))):
+        if path.exists():
+            return json.loads(path.read_text())["result"]
+        log.info("tuning the deep image prior's iteration count on %d validation images of %s", points, dataset.name)
+        result = tune_iterations(dataset, classifier, device, lr, width, seed, points, candidates)
+        atomic_write_text(path, json.dumps({"spec": spec, "result": result}, indent=2, sort_keys=True))
+        return result
+
+
+def train_dip_command(dataset: Dataset, device: torch.device, seed: int) -> list[str]:
+    """``bench train dip``: tune (or load the tuning of) the iteration count against the undefended ResNet."""
+    from defenses.deep_image_prior import TUNED_ITERATIONS
+
+    from .defense import build_defense
+    from .store import ModelStore
+    from .zoo import get_classifier
+
+    classifier, _ = get_classifier(dataset, "resnet", build_defense("none"), seed, device, ModelStore())
+    result = tuned_iterations(dataset, classifier, device)
+    lines = [f"deep image prior on {dataset.name}: {result['iterations']} iterations (FGSM {result['eps']:.4f}, "
+             f"{result['val_points']} validation images; undefended clean "
+             f"{100 * result['undefended']['clean_accuracy']:.0f}%, adversarial "
+             f"{100 * result['undefended']['adversarial_accuracy']:.0f}%)"]
+    lines += [f"  {r['iterations']:>5} iterations: clean {100 * r['clean_accuracy']:.0f}%, adversarial "
+              f"{100 * r['adversarial_accuracy']:.0f}%" for r in result["per_count"]]
+    recorded = TUNED_ITERATIONS.get(dataset.name)
+    if recorded != result["iterations"]:
+        lines.append(f"defenses/deep_image_prior.py records {recorded} for {dataset.name}: update TUNED_ITERATIONS")
+    return lines

@@ -1,0 +1,135 @@
+"""The leaderboard's headline: per defense, the per-example worst case over every attack run on it, under every
+threat model (DESIGN.md, "Threat models": adaptive attacks included), with the sanity checks of its records.
+
+A defense's records on one data set, classifier and seed are combined at the section's headline budgets (the budget
+set most records share, L-infinity). Records on different n use the same stratified test order, so they are combined on
+their common prefix: an example is robust at a budget only if the defended pipeline classifies it correctly when clean
+and under every attack of every threat model. Records with other budgets count where they contain the headline ones
+(a robustness curve's records do); L2-budget records do not count (they are in the details table).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import BenchError
+from .records import LoadedRecord
+from .sanity import black_box_beats_white_box, defense_flags
+
+THREATS = ("oblivious", "adaptive", "transfer")
+
+
+@dataclass(frozen=True)
+class Combined:
+    """Per-example worst case of some records on their first ``n`` common test points."""
+
+    n: int
+    clean: int  # examples correct when clean (in every record)
+    worst: tuple[int, ...]  # per headline budget: robust examples
+
+
+@dataclass(frozen=True)
+class Headline:
+    defense: str
+    seed: int
+    overall: Combined
+    per_threat: dict[str, Combined]  # only threats with records
+    flags: tuple[str, ...]  # sanity-check findings (empty: nothing found)
+    unchecked: int  # records without sanity checks (written before they existed)
+
+    @property
+    def oblivious_only(self) -> bool:
+        return set(self.per_threat) == {"oblivious"}
+
+
+def _key(e: float) -> float:
+    return round(float(e), 9)
+
+
+def headline_eps(records: Sequence[LoadedRecord]) -> tuple[float, ...] | None:
+    """The L-infinity budget set that most records of a section share (ties: the first in sorted order)."""
+    counts: dict[tuple[float, ...], int] = {}
+    for rec in records:
+        if _linf(rec):
+            eps = tuple(float(e) for e in rec.data["config"]["eps"])
+            counts[eps] = counts.get(eps, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda eps: (-counts[eps], eps))
+
+
+def _linf(rec: LoadedRecord) -> bool:
+    attack = rec.data.get("attack") or {}
+    return attack.get("kind") != "fixed-eps" or attack.get("norm", "linf") == "linf"
+
+
+def _budget_indices(rec: LoadedRecord, eps: Sequence[float]) -> list[int] | None:
+    """Where each headline budget sits in the record's budgets; None if it lacks one (or is not L-infinity)."""
+    if not _linf(rec):
+        return None
+    own = [_key(e) for e in rec.data["config"]["eps"]]
+    try:
+        return [own.index(_key(e)) for e in eps]
+    except ValueError:
+        return None
+
+
+def combine(records: Sequence[tuple[LoadedRecord, list[int]]]) -> Combined:
+    """Per-example worst case over ``records`` (each with its headline-budget indices) on their common points."""
+    n = min(int(r.data["config"]["n"]) for r, _ in records)
+    first = records[0][0]
+    labels = first.data["outcomes"]["label"][:n]
+    for rec, _ in records[1:]:
+        if rec.data["outcomes"]["label"][:n] != labels:
+            raise BenchError(f"{rec.path} and {first.path} have the same data set and seed but different test "
+                             "points; they cannot be combined")
+    clean = [all(r.data["outcomes"]["clean_correct"][i] for r, _ in records) for i in range(n)]
+    n_eps = len(records[0][1])
+    worst = []
+    for b in range(n_eps):
+        robust = [c and all(r.data["outcomes"]["adv_correct"][idx[b]][i] for r, idx in records)
+                  for i, c in enumerate(clean)]
+        worst.append(sum(robust))
+    return Combined(n, sum(clean), tuple(worst))
+
+
+def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str, ...], int]:
+    flags: list[str] = []
+    unchecked = 0
+    for rec, _ in records:
+        checks = rec.data.get("checks")
+        unchecked += checks is None
+        flags += defense_flags(checks)
+    # only where the attacks saw the defense: an oblivious gradient attack never differentiated through it
+    for threat in ("adaptive",):
+        mine = [(r, idx) for r, idx in records if r.data["config"]["threat"] == threat]
+        robust = {str(r.data["config"]["attack"]): [sum(r.data["outcomes"]["adv_correct"][i]) for i in idx]
+                  for r, idx in mine}
+        needs = {str(r.data["config"]["attack"]): (r.data.get("attack") or {}).get("needs_gradients")
+                 for r, _ in mine}
+        flags += [f"{a} ({threat}) beats every gradient attack" for a in black_box_beats_white_box(robust, needs)]
+    return tuple(dict.fromkeys(flags)), unchecked  # each finding once, in order of discovery
+
+
+def headlines(records: Sequence[LoadedRecord], eps: Sequence[float]) -> list[Headline]:
+    """One headline per (defense, seed) of one section's records, sorted by the worst case (largest budget first,
+    highest first), ties by name."""
+    groups: dict[tuple[str, int], list[tuple[LoadedRecord, list[int]]]] = {}
+    for rec in records:
+        idx = _budget_indices(rec, eps)
+        if idx is not None:
+            c = rec.data["config"]
+            groups.setdefault((str(c["defense"]), int(c["seed"])), []).append((rec, idx))
+    out = []
+    for (defense, seed), recs in groups.items():
+        recs.sort(key=lambda item: str(item[0].path))
+        per_threat = {t: combine([r for r in recs if r[0].data["config"]["threat"] == t]) for t in THREATS
+                      if any(r[0].data["config"]["threat"] == t for r in recs)}
+        flags, unchecked = _flags(recs)
+        out.append(Headline(defense, seed, combine(recs), per_threat, flags, unchecked))
+
+    def order(h: Headline) -> tuple[Any, ...]:
+        rates = tuple(-k / max(h.overall.n, 1) for k in reversed(h.overall.worst))
+        return (rates, h.defense, h.seed)
+
+    return sorted(out, key=order)

@@ -1,0 +1,189 @@
+"""Generative projection defenses: the GAN and its training, invert-and-classify's projection, the deep image prior's
+fit, their determinism, bad input, and the commands. Tiny networks: seconds each."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import models  # noqa: F401
+from benchmark.cli import main
+from benchmark.errors import BenchError
+from benchmark.checkpoint import EpochCheckpoint
+from benchmark.gan_training import build_gan, check_gan_fits, gan_config, get_gan, train_gan
+from benchmark.store import ModelStore
+from defenses.deep_image_prior import DeepImagePrior, DIPFit, fit, fit_each
+from defenses.invert_and_classify import InvertAndClassify, Projection, project, project_each
+from models.gan import Generator
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def tiny_generator():
+    torch.manual_seed(0)
+    return Generator(SHAPE, latent=8, width=8).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def in_range(tiny_generator):
+    """Images the generator makes exactly: G(z) for z away from the starts."""
+    z = torch.randn(6, 8, generator=torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        return tiny_generator(z)
+
+
+def test_projection_recovers_a_point_in_the_generators_range(tiny_generator, in_range):
+    images, _, errors = project(tiny_generator, in_range, Projection(steps=200, restarts=4))
+    start = (tiny_generator(Projection(restarts=4).starts(8)).mean(0) - in_range).square().mean()
+    final = (images - in_range).square().flatten(1).mean(1)
+    assert final.max() < 1e-5, f"projection errors {final.tolist()} (error from the starts' mean {float(start):.2e})"
+
+
+def test_restarts_keep_each_images_best(tiny_generator, in_range):
+    x = (in_range + 0.1 * torch.randn(in_range.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    images, z, errors = project(tiny_generator, x, Projection(steps=20, restarts=5))
+    assert errors.shape == (len(x), 5)
+    kept = (images - x).square().flatten(1).mean(1)
+    torch.testing.assert_close(kept, errors.min(1).values)
+    torch.testing.assert_close(tiny_generator(z), images)
+    assert (errors.max(1).values > errors.min(1).values).all(), "the restarts should end in different places"
+
+
+def test_projection_is_batch_independent_and_seeded(tiny_generator, in_range):
+    cfg = Projection(steps=30, restarts=3, seed=7)
+    batched = project(tiny_generator, in_range, cfg)[0]
+    torch.testing.assert_close(batched, project_each(tiny_generator, in_range, cfg), atol=1e-6, rtol=0)
+    assert torch.equal(batched, project(tiny_generator, in_range, cfg)[0])
+    assert not torch.equal(batched, project(tiny_generator, in_range, Projection(steps=30, restarts=3, seed=8))[0])
+
+
+def test_dip_loss_falls_and_stops_at_the_set_count():
+    x = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    out, losses, snapshots = fit(x, DIPFit(iterations=40, width=8), checkpoints=(10, 40))
+    assert losses.shape == (40, 3)  # one loss per iteration and image: it ran exactly 40
+    assert (losses[-1] < 0.5 * losses[0]).all()
+    torch.testing.assert_close(snapshots[40], out)
+    assert not torch.equal(snapshots[10], out)
+    torch.testing.assert_close((out - x).square().flatten(1).mean(1), losses[-1], atol=2e-3, rtol=0.5)
+
+
+def test_dip_is_deterministic_for_a_seed_and_batch_independent():
+    x = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    cfg = DIPFit(iterations=15, width=8, seed=3)
+    out = fit(x, cfg)[0]
+    assert torch.equal(out, fit(x, cfg)[0])
+    torch.testing.assert_close(out, fit_each(x, cfg), atol=1e-6, rtol=0)
+    assert not torch.equal(out, fit(x, DIPFit(iterations=15, width=8, seed=4))[0])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Projection(steps=0), "steps (L) must be a positive integer, not 0"),
+    (lambda: Projection(restarts=2.5), "restarts (R) must be a positive integer, not 2.5"),
+    (lambda: Projection(steps=True), "steps (L) must be a positive integer, not True"),
+    (lambda: InvertAndClassify(restarts=-1), "restarts (R) must be a positive integer, not -1"),
+    (lambda: DIPFit(iterations=0), "iterations must be a positive integer, not 0"),
+    (lambda: DeepImagePrior(iterations=1.0), "iterations must be a positive integer, not 1.0"),
+    (lambda: gan_config("digits", latent=0), "latent must be a positive integer, not 0"),
+])
+def test_bad_options_are_refused_in_one_line(make, message):
+    with pytest.raises(BenchError) as err:
+        make()
+    assert str(err.value) == message
+
+
+def test_a_generator_of_the_wrong_shape_or_data_set_is_refused(tiny_generator, digits):
+    with pytest.raises(BenchError, match=r"makes images of shape \(1, 8, 8\), but the inputs have shape \(1, 28, 28\)"):
+        project(tiny_generator, torch.rand(2, 1, 28, 28), Projection(steps=1, restarts=1))
+    meta = {"key": "k", "spec": {"dataset": "mnist5k", "shape": [1, 28, 28]}}
+    with pytest.raises(BenchError) as err:
+        InvertAndClassify().use_generator(tiny_generator, meta, digits)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("this GAN was trained on 'mnist5k' images of shape (1, 28, 28), not on 'digits'")
+    check_gan_fits({"spec": {"dataset": "digits", "shape": [1, 8, 8]}}, digits)
+
+
+def test_interrupted_gan_training_resumes_where_it_stopped(digits, tmp_path, monkeypatch):
+    cfg = gan_config("digits", "tiny")
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_gan(digits.shape, cfg)
+
+    straight = fresh()
+    train_gan(straight, digits, cfg, torch.device("cpu"), 0, tmp_path / "a")
+    real_save = EpochCheckpoint.save
+
+    def save_then_die(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first epoch's state was written
+
+    monkeypatch.setattr(EpochCheckpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(fresh(), digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
+    monkeypatch.setattr(EpochCheckpoint, "save", real_save)
+    resumed = fresh()
+    train_gan(resumed, digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
+    assert not (tmp_path / "b" / "partial.json").exists()
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
+
+
+def test_stored_gan_holds_its_measured_quality(digits):
+    gan, meta = get_gan(digits, torch.device("cpu"), ModelStore(), size="tiny")
+    m = meta["metrics"]
+    assert m["quality_points"] == 16 and 0 <= m["projected_accuracy"] <= 1 and m["projection_mse"] > 0
+    assert m["projection"]["steps"] == 200 and m["projection"]["restarts"] == 10
+    assert not any(p.requires_grad for p in gan.parameters())
+
+
+def test_cli_trains_a_gan_and_writes_its_sample_grid(tmp_path: Path):
+    result = CliRunner().invoke(main, ["train", "gan", "--dataset", "digits", "--size", "tiny", "--quiet",
+                                       "--figures", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy on projections of 16 clean test images" in result.output
+    assert (tmp_path / "digits_gan_samples.png").stat().st_size > 1000
+    refused = CliRunner().invoke(main, ["train", "gan", "--dataset", "digits", "--size", "huge"])
+    assert refused.exit_code == 2
+    assert refused.output.strip().splitlines() == ["bench: error: unknown GAN size 'huge'; sizes: tiny, small"]
+
+
+def test_dip_tuning_reads_every_count_off_one_fit(digits, digits_classifier):
+    from benchmark.dip_tuning import tune_iterations
+
+    model, _ = digits_classifier
+    result = tune_iterations(digits, model, torch.device("cpu"), width=8, points=8, candidates=(2, 6))
+    assert result["iterations"] in (2, 6) and [r["iterations"] for r in result["per_count"]] == [2, 6]
+    best = max(result["per_count"], key=lambda r: r["clean_accuracy"] + r["adversarial_accuracy"])
+    assert best["clean_accuracy"] + best["adversarial_accuracy"] == pytest.approx(
+        sum(r["clean_accuracy"] + r["adversarial_accuracy"] for r in result["per_count"]
+            if r["iterations"] == result["iterations"]))
+
+
+def test_speed_benchmark_compares_outputs():
+    from benchmark.perf_gan import dip_speed, projection_speed
+
+    row = projection_speed("8x8x1", n=2, steps=3, restarts=2, device="cpu", peak=1e10)
+    assert row["max_abs_diff"] < 1e-6 and row["speedup"] > 0 and row["mflop_per_image"] > 0
+    row = dip_speed("8x8x1", n=2, iterations=3, device="cpu", peak=1e10)
+    assert row["max_abs_diff"] < 1e-6 and row["floor_share_batched"] > 0
+
+
+def test_min_max_attack_finds_close_pairs_the_classifier_tells_apart(digits, digits_classifier):
+    from defenses.robust_manifold import divergence, min_max_pairs
+
+    model, _ = digits_classifier
+    gan, _ = get_gan(digits, torch.device("cpu"), ModelStore())
+    generator = gan.generator
+    torch.manual_seed(0)
+    z0, z0b = min_max_pairs(model, generator, 16, eta=1.0, steps=1)
+    torch.manual_seed(0)
+    z, z2 = min_max_pairs(model, generator, 16, eta=1.0, steps=30)
+    with torch.no_grad():
+        a, b = generator(z), generator(z2)
+        before = divergence(model(generator(z0)), model(generator(z0b))).mean()
+        after = divergence(model(a), model(b)).mean()
+    assert after > 2 * before, f"mean divergence {float(before):.3f} -> {float(after):.3f}"
+    assert (a - b).flatten(1).norm(dim=1).median() <= 1.1  # the penalty holds the pairs near eta
