@@ -85,11 +85,27 @@ def evaluate_cell_task(plan: RunPlan, defense: str, attack: str, models: ModelPa
 
 # -- the driver ----------------------------------------------------------------------------------------------------
 
+# Ray's own settings (environment variables its processes read at start) for a cluster started on this machine:
+# loopback only, and patient. A raylet gives a starting worker 60 s to register and its agents less: on a busy
+# machine a worker that imports torch misses that, is restarted and misses it again. Users' own values win.
+LOCAL_CLUSTER_ENV = {
+    # listen on loopback only (Ray reads this when it is imported); a cluster joined with --address keeps Ray's own
+    # choice of address, which the other nodes must reach
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_worker_register_timeout_seconds": "600",
+    "RAY_agent_register_timeout_ms": "600000",
+}
+
+
+def local_cluster_env() -> None:
+    """Set :data:`LOCAL_CLUSTER_ENV` (where not set) before Ray is imported and its processes are started here."""
+    for name, value in LOCAL_CLUSTER_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def _import_ray(local_cluster: bool) -> Any:
     if local_cluster:
-        # a cluster started here listens on loopback only (Ray reads this when it is imported); one joined with
-        # --address keeps Ray's own choice of address, which the other nodes must reach
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        local_cluster_env()
     try:
         import ray
     except ImportError:
