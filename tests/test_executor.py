@@ -96,7 +96,11 @@ def test_two_runs_at_once_evaluate_each_cell_once(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
-    outputs = [run.communicate(timeout=300) for run in runs]
+    try:
+        outputs = [run.communicate(timeout=900) for run in runs]  # two imports of torch on a busy machine: minutes
+    finally:
+        for run in runs:
+            run.kill()  # no-op for a finished run; never leave one behind a failed test
     for run, (out, err) in zip(runs, outputs):
         assert run.returncode == 0, err
     statuses = [table(out) for out, _ in outputs]
