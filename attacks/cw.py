@@ -30,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from benchmark.attack import Attack
+from benchmark.attack import PAPER, Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
@@ -71,6 +71,7 @@ class _Adam:
 @register_attack("cw")
 class CarliniWagnerL2(Attack):
     summary = "Carlini-Wagner L2, binary search over its constant, each step warm-started (Carlini and Wagner 2017)"
+    groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "defensebench"
 
     def __init__(self, binary_search_steps: int = 5, steps: int = 30, stepsize: float = 0.2,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from benchmark.adversarial import predict
-from benchmark.attack import Attack
+from benchmark.attack import PAPER, Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
@@ -20,6 +20,7 @@ from .adapters import foolbox_minimal, foolbox_model, foolbox_sweep
 @register_attack("fgsm")
 class FGSM(Attack):
     summary = "fast gradient sign method (Goodfellow et al. 2015)"
+    groups = PAPER
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "foolbox"
 
     def run(self, model, x, y, eps):
@@ -32,6 +33,7 @@ class FGSM(Attack):
 @register_attack("fgm")
 class FGM(Attack):
     summary = "fast gradient method, L2, smallest fooling step of a sweep (foolbox 1's GradientAttack)"
+    groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
 
     def __init__(self, sweep: int = 60, max_rel: float = 0.5) -> None:
@@ -58,6 +60,7 @@ def paper_bim_steps(eps: float) -> int:
 @register_attack("bim")
 class BIM(Attack):
     summary = "basic iterative method: steps of 1/255, min(eps+4, 1.25 eps) of them (Kurakin et al. 2017)"
+    groups = PAPER
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "torchattacks"
 
     def run(self, model, x, y, eps):
@@ -69,6 +72,7 @@ class BIM(Attack):
 @register_attack("pgd")
 class PGD(Attack):
     summary = "projected gradient descent with a random start (Madry et al. 2018)"
+    groups = PAPER
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "foolbox"
     randomised = True
 
@@ -89,6 +93,7 @@ class PGD(Attack):
 @register_attack("pgd-restarts")
 class PGDRestarts(PGD):
     summary = "PGD, 100 steps of 2.5 eps/100 from up to 5 random starts, the first that fools kept (adaptive default)"
+    groups = ()  # not one of the paper's attacks, though a PGD
 
     # Madry et al.'s step of 2.5 eps / steps reaches the ball's far side from any start; restarts only rerun the
     # examples that no earlier start fooled, so an easy model costs one run
@@ -150,6 +155,7 @@ def _cw_margin_pgd():
 @register_attack("cw-linf")
 class CWLinf(PGD):
     summary = "L-infinity Carlini-Wagner: PGD on the CW margin loss (the CW of the PixelDefend tables)"
+    groups = PAPER
 
     def _foolbox_class(self):
         return _cw_margin_pgd()
@@ -158,6 +164,7 @@ class CWLinf(PGD):
 @register_attack("deepfool")
 class DeepFool(Attack):
     summary = "DeepFool, L2 (Moosavi-Dezfooli et al. 2016)"
+    groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
 
     # foolbox's attack, run on a shrinking batch with one forward pass per step (active.py): the same outputs. The

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from scipy.optimize import Bounds, minimize
 from torch import nn
 
-from benchmark.attack import Attack
+from benchmark.attack import PAPER, Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
@@ -43,6 +43,7 @@ def _runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @register_attack("lbfgs")
 class LBFGS(Attack):
     summary = "box-constrained L-BFGS towards the runner-up class, line search over its constant (Szegedy et al. 2014)"
+    groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "defensebench"
 
     def __init__(self, initial_const: float = 1.0, search_steps: int = 8, maxiter: int = 30,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.attack import Attack
+from benchmark.attack import PAPER, Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
@@ -16,6 +16,7 @@ from .adapters import foolbox_minimal, foolbox_sweep
 @register_attack("uniform-noise")
 class UniformNoise(Attack):
     summary = "additive uniform noise, the smallest L-infinity amplitude of a sweep that fools (the paper's RAND)"
+    groups = PAPER
     norm, kind, library = Norm.LINF, AttackKind.MINIMAL, "foolbox"
     needs_gradients, randomised = False, True
 
@@ -36,6 +37,7 @@ class UniformNoise(Attack):
 @register_attack("salt-and-pepper")
 class SaltAndPepper(Attack):
     summary = "salt-and-pepper noise of growing density until the model is fooled"
+    groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
     needs_gradients, randomised = False, True
 
@@ -52,6 +54,7 @@ class SaltAndPepper(Attack):
 @register_attack("gaussian-blur")
 class GaussianBlur(Attack):
     summary = "Gaussian blur of growing width until the model is fooled"
+    groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
     needs_gradients = False
 
@@ -69,6 +72,7 @@ class GaussianBlur(Attack):
 @register_attack("contrast-reduction")
 class ContrastReduction(Attack):
     summary = "contrast reduction towards mid-grey, binary search for the least that fools"
+    groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
     needs_gradients = False
 

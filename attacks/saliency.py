@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.attack import Attack
+from benchmark.attack import PAPER, Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
@@ -53,6 +53,7 @@ def _best_pairs(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, 
 @register_attack("saliency-map")
 class SaliencyMap(Attack):
     summary = "JSMA towards the runner-up class, pixel pairs, at most gamma of the pixels (Papernot et al. 2016)"
+    groups = PAPER
     norm, kind, library = Norm.L0, AttackKind.MINIMAL, "defensebench"
 
     def __init__(self, theta: float = 1.0, gamma: float = 0.1) -> None:

@@ -13,6 +13,9 @@ from torch import nn
 
 from .vocab import AttackKind, Norm
 
+# the thirteen attacks of the PixelDefend paper's tables and of its reproduction (pgd, cw-linf): `--attack paper`
+PAPER = ("paper",)
+
 
 class Attack:
     name: ClassVar[str] = ""
@@ -21,7 +24,10 @@ class Attack:
     kind: ClassVar[AttackKind] = AttackKind.FIXED
     needs_gradients: ClassVar[bool] = True
     randomised: ClassVar[bool] = False
+    # runs only on a defended pipeline (--threat adaptive) whose purifier projects onto a GAN generator
+    needs_generator: ClassVar[bool] = False
     library: ClassVar[str] = "defensebench"  # whose implementation runs: foolbox, torchattacks or ours
+    groups: ClassVar[tuple[str, ...]] = ()  # named sets selectable like a name, e.g. --attack paper
 
     def __init__(self, **options: Any) -> None:
         self._options = dict(options)
@@ -31,8 +37,17 @@ class Attack:
         traits = ["gradient" if cls.needs_gradients else "gradient-free"]
         if cls.randomised:
             traits.append("randomised")
+        if cls.needs_generator:
+            traits.append("GAN defenses, adaptive only")
         return {"kind": cls.kind.value, "norm": cls.norm.value, "traits": ", ".join(traits),
-                "implementation": cls.library, "summary": cls.summary}
+                "groups": ", ".join(cls.groups), "implementation": cls.library, "summary": cls.summary}
+
+    @classmethod
+    def applies_to(cls, defense: Any, threat: Any) -> str | None:
+        """Why this attack cannot run against ``defense`` (a Defense) under ``threat`` (a Threat), or None if it can.
+        ``--attack all`` (or a group, or a wildcard) leaves such cells out; an attack named on its own still runs, and
+        fails with that one line."""
+        return None
 
     def options(self) -> dict[str, Any]:
         """The attack's parameters, recorded with every result."""

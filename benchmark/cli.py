@@ -13,6 +13,7 @@ import click
 
 THREATS = ("oblivious", "adaptive", "transfer")
 EXECUTORS = ("local", "ray")
+log = logging.getLogger(__name__)
 
 
 class UserError(click.ClickException):
@@ -128,9 +129,11 @@ def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_sa
     from .vocab import Threat
 
     _report_broken_plugins()
+    defenses = tuple(DEFENSES.select(defense_spec))
     plan = RunPlan(
-        dataset=dataset, model=model, defenses=tuple(DEFENSES.select(defense_spec)),
-        attacks=tuple(ATTACKS.select(attack_spec)), eps=parse_eps_list(eps_values) if eps_values else None,
+        dataset=dataset, model=model, defenses=defenses,
+        attacks=_applicable_attacks(attack_spec, defenses, Threat(threat)),
+        eps=parse_eps_list(eps_values) if eps_values else None,
         n=n, threat=Threat(threat), threat_options=ThreatOptions(eot_samples, eval_draws), seed=seed, device=device,
         results_dir=results_dir, batch_size=batch_size, data_root=data_root, download=download,
     )
@@ -158,6 +161,27 @@ def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_sa
         for r in failed:
             click.echo(f"bench: error: cell {r.defense} x {r.attack} failed: {r.message}", err=True)
         raise SystemExit(2)
+
+
+def _applicable_attacks(spec: str, defense_names: tuple[str, ...], threat) -> tuple[str, ...]:
+    """The selected attacks, less those that ``all``, a group or a wildcard brought in but that apply to none of the
+    defenses under this threat model (each left out with a warning)."""
+    from .defense import build_defense
+    from .errors import BenchError
+    from .registry import ATTACKS
+
+    chosen, named = ATTACKS.select(spec), ATTACKS.named(spec)
+    defenses = [build_defense(d) for d in defense_names]
+    kept = []
+    for name in chosen:
+        reasons = [ATTACKS.get(name).factory.applies_to(d, threat) for d in defenses]
+        if name not in named and all(reasons):
+            log.warning("leaving out %s: %s", name, reasons[0])
+        else:
+            kept.append(name)
+    if not kept:
+        raise BenchError(f"no attack of {spec!r} applies to {', '.join(defense_names)} under --threat {threat.value}")
+    return tuple(kept)
 
 
 def _results_table(results) -> str:
@@ -191,7 +215,8 @@ def list_(what: str) -> None:
     for kind in kinds:
         entries = REGISTRIES[kind].entries()
         described = [(e, e.describe()) for e in entries]
-        columns = [c for c in ("kind", "norm", "traits", "shape", "shapes", "classes", "default eps", "implementation")
+        columns = [c for c in ("kind", "norm", "traits", "groups", "shape", "shapes", "classes", "default eps",
+                                  "implementation")
                    if any(c in d for _, d in described)]
         rows = [[e.name, *[d.get(c, "") for c in columns], e.origin, d.get("summary") or d.get("source", "")]
                 for e, d in described]
@@ -450,9 +475,11 @@ def adaptive_perf(dataset: str, model: str, defense_names: str, n: int, steps: i
 @click.option("--threat", type=click.Choice(["oblivious", "adaptive"]), default="adaptive", show_default=True)
 @click.option("--eps", "eps_values", multiple=True, help="Budgets (default: the data set's).")
 @click.option("--n", type=click.IntRange(1), default=20, show_default=True, help="Test points.")
+@click.option("--bpda", type=click.Choice(["declared", "soft"]), default="declared", show_default=True,
+              help="The attacker's BPDA approximation: the defense's own, or PixelDefend's smooth stand-in.")
 @_common_model_options
-def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, data_root, download, device, seed,
-             quiet) -> None:
+def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, bpda, data_root, download, device,
+             seed, quiet) -> None:
     """How much of an attack's perturbation survives a purifier (undone sub-pixels, surviving L1 share)."""
     _setup(quiet)
     from tabulate import tabulate
@@ -467,7 +494,7 @@ def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, d
     ATTACKS.get(attack_name)
     eps = parse_eps_list(eps_values) if eps_values else load_dataset(dataset, data_root, download).default_eps
     rows = purification_survival(dataset, model, defense_name, attack_name, tuple(eps), n, Threat(threat), seed=seed,
-                                 device=device, data_root=data_root)
+                                 device=device, data_root=data_root, bpda=bpda)
     click.echo(tabulate(rows, headers="keys", tablefmt="github"))
 
 

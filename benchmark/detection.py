@@ -203,6 +203,11 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
         log.warning("%s runs at its own budgets, not %s; left out of the detection record", name,
                     ", ".join(format_eps(e) for e in eps))
         del attacks[name]
+    for name in [n for n, a in attacks.items() if a.needs_generator]:
+        # detection scores the undefended classifier's adversarial inputs: there is no GAN defense to attack
+        log.warning("%s attacks a GAN projection defense under --threat adaptive; left out of the detection record",
+                    name)
+        del attacks[name]
     test_hash = points.sha256()
     config = {"dataset": plan.dataset, "model": plan.model, "n": len(points), "seed": plan.seed,
               "eps": [float(e) for e in eps], "attacks": [], "pixelcnn_size": plan.pixelcnn_size}

@@ -6,6 +6,10 @@ masked gradients. This measures it on the adversarial inputs of one attack (gene
 points): per budget, the share of perturbed sub-pixels that the purifier returns to the value it gives the clean
 image ("undone"), the ratio of the L1 distance between the purified adversarial and purified clean inputs to the
 L1 size of the perturbation ("surviving", 0 = all undone, 1 = passed through), and the defended accuracy.
+
+``bpda="soft"`` (adaptive threat, PixelDefend only) gives the attacker PixelDefend's smooth stand-in
+(:func:`defenses.pixeldefend.soft_purify`) as its BPDA approximation instead of the identity: a check that the
+identity's gradients are not what keeps the attack weak.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from .budgets import format_eps
 from .data import load_dataset
 from .defense import DefenseContext, build_defense
 from .device import resolve_device
+from .errors import BenchError
 from .registry import ATTACKS
 from .store import ModelStore
 from .threats import ThreatOptions, adaptive_target
@@ -33,7 +38,8 @@ def _purified(defense, x: torch.Tensor, batch_size: int, seed: int) -> torch.Ten
 
 def purification_survival(dataset_name: str, model_name: str, defense_name: str, attack_name: str,
                           eps: tuple[float, ...], n: int, threat: Threat, seed: int = 0, batch_size: int = 100,
-                          device: str = "auto", data_root: str | None = None) -> list[dict[str, Any]]:
+                          device: str = "auto", data_root: str | None = None, bpda: str = "declared"
+                          ) -> list[dict[str, Any]]:
     dev = resolve_device(device)
     store = ModelStore()
     dataset = load_dataset(dataset_name, data_root)
@@ -43,6 +49,8 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
     defense.prepare(DefenseContext(dataset, classifier, dev, store, seed))
     attack = ATTACKS.get(attack_name).factory()
     target = classifier
+    if bpda == "soft":
+        _use_soft_surrogate(defense, threat)
     if threat == Threat.ADAPTIVE:
         target, _ = adaptive_target(classifier, defense, ThreatOptions(), attack.needs_gradients)
     budgets = attack.budgets(eps)
@@ -60,10 +68,22 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
             correct = classifier(purified).argmax(1).cpu() == points.y
         rows.append({
             "dataset": dataset_name, "defense": defense_name, "attack": attack_name, "threat": threat.value,
-            "eps": format_eps(e), "n": len(x),
+            "bpda": bpda, "eps": format_eps(e), "n": len(x),
             "perturbed_subpixels": round(float(moved.float().mean()), 4),
             "undone": round(float(undone.sum() / moved.sum().clamp_min(1)), 4),
             "surviving_l1": round(float(surviving.mean()), 4),
             "defended_accuracy": round(float(correct.float().mean()), 4),
         })
     return rows
+
+
+def _use_soft_surrogate(defense, threat: Threat) -> None:
+    """Give every PixelDefend part of ``defense`` its smooth stand-in as the BPDA approximation (this run only)."""
+    from defenses.pixeldefend import PixelDefend
+
+    parts = [p for p in getattr(defense, "parts", [defense]) if isinstance(p, PixelDefend)]
+    if threat != Threat.ADAPTIVE or not parts:
+        raise BenchError("--bpda soft needs --threat adaptive and a PixelDefend defense (pixeldefend, "
+                         f"adaptive-pixeldefend, ...), not --threat {threat.value} with {defense.name!r}")
+    for part in parts:
+        part.bpda_surrogate = part.soft_surrogate

@@ -42,6 +42,21 @@ class Headline:
         return set(self.per_threat) == {"oblivious"}
 
 
+INFERENCE_TRAITS = {"purifies", "classifies", "detects"}
+
+
+def white_box_when_oblivious(rec: LoadedRecord) -> bool:
+    """A defense with no inference-time part (adversarial training, label smoothing, none) is its classifier: the
+    oblivious attacker, who attacks that classifier, sees the whole pipeline, so its attacks are adaptive ones."""
+    traits = {t.strip() for t in str((rec.data.get("defense") or {}).get("traits", "")).split(",")}
+    return not traits & INFERENCE_TRAITS
+
+
+def _counts_as(rec: LoadedRecord, threat: str) -> bool:
+    own = rec.data["config"]["threat"]
+    return own == threat or (threat == "adaptive" and own == "oblivious" and white_box_when_oblivious(rec))
+
+
 def _key(e: float) -> float:
     return round(float(e), 9)
 
@@ -123,8 +138,8 @@ def headlines(records: Sequence[LoadedRecord], eps: Sequence[float]) -> list[Hea
     out = []
     for (defense, seed), recs in groups.items():
         recs.sort(key=lambda item: str(item[0].path))
-        per_threat = {t: combine([r for r in recs if r[0].data["config"]["threat"] == t]) for t in THREATS
-                      if any(r[0].data["config"]["threat"] == t for r in recs)}
+        per_threat = {t: combine([r for r in recs if _counts_as(r[0], t)]) for t in THREATS
+                      if any(_counts_as(r[0], t) for r in recs)}
         flags, unchecked = _flags(recs)
         out.append(Headline(defense, seed, combine(recs), per_threat, flags, unchecked))
 

@@ -20,7 +20,9 @@ Rules:
 - Worst case, per example: an example is robust at budget b only if the defended pipeline classifies it correctly
   when clean and under every attack of the row at b. It is not the minimum of the columns, and can be lower.
 - Budgets go in the section heading when every row shares them, else in a column.
-- An oblivious row of a defense that has no adaptive record on the same data set and classifier is marked (†).
+- An oblivious row of a defense that has no adaptive record on the same data set and classifier is marked (†),
+  unless the defense has no inference-time part (adversarial training, label smoothing): the oblivious attacker then
+  attacks the whole pipeline, so its records count as adaptive too (headline column "adaptive" included).
 - Under an oblivious row whose (data set, model, defense) and budgets match a published row of the PixelDefend paper
   (:mod:`benchmark.paper`), that row follows, "↳ Song et al. 2018 (Table n)", with "–" where the paper has no number.
 - Records whose defense detects (``outcomes.detected`` not null) also get a detection table: detection rate per
@@ -50,7 +52,7 @@ from .budgets import format_eps
 from .detection import DETECTION_SUBDIR, FIGURE_KINDS, LoadedDetection, auc_text, figure_name, load_detections
 from .errors import BenchError
 from .fileio import atomic_write_text
-from .headline import Combined, Headline, headline_eps, headlines
+from .headline import Combined, Headline, headline_eps, headlines, white_box_when_oblivious
 from .records import LoadedRecord, load_all
 from .registry import natural_key
 from .stats import wilson_interval
@@ -85,6 +87,8 @@ Threat models: `oblivious` attacks the undefended classifier and then applies th
 PixelDefend paper's tables); `adaptive` attacks the whole defended pipeline, with BPDA and EOT where needed (the honest
 number); `transfer` attacks a separately trained substitute classifier.
 {OBLIVIOUS_MARK} marks a defense that has only oblivious numbers here: they say nothing about an attacker who knows it.
+A defense with no inference-time part (adversarial training, label smoothing) is its classifier, so the oblivious
+attacks on it are white-box: they count in its "adaptive" column too, and it is never marked.
 
 **Details** (second table): each row is one defense under one threat model, on the same n test points (seed), budgets
 ε and attacks. Cells give accuracy in % per budget, in the order listed: "clean" is the defended pipeline on clean
@@ -246,7 +250,9 @@ def _sections(records: Iterable[LoadedRecord]) -> dict[tuple[str, str], list[Row
 
 
 def _adaptive_defenses(records: Iterable[LoadedRecord]) -> set[tuple[str, str, str]]:
-    return {(*_section_key(r), str(_config(r)["defense"])) for r in records if _config(r)["threat"] == "adaptive"}
+    """(data set, model, defense) evaluated by an attacker who knows the defense (see white_box_when_oblivious)."""
+    return {(*_section_key(r), str(_config(r)["defense"])) for r in records
+            if _config(r)["threat"] == "adaptive" or white_box_when_oblivious(r)}
 
 
 # -- tables -------------------------------------------------------------------------------------------------------
@@ -424,8 +430,19 @@ def _figure_list(files: Sequence[str]) -> str:
     return "Figures:\n\n" + "\n".join(f"- [{f.rsplit('/', 1)[-1]}]({quote(f)})" for f in files)
 
 
-def _figures_section(dataset: str, datasets: Sequence[str], figures: Sequence[str]) -> str | None:
-    mine = sorted(f for f in figures if _figure_dataset(f.rsplit("/", 1)[-1], datasets) == dataset)
+def _figures_section(dataset: str, model: str, sections: Iterable[tuple[str, str]], figures: Sequence[str]
+                     ) -> str | None:
+    """The figures of one section: those named after its data set, less those named after another of that data
+    set's classifiers ("mnist5k_vgg_..." belongs to mnist5k / vgg only)."""
+    sections = list(sections)
+    datasets = sorted({d for d, _ in sections})
+    others = [m for d, m in sections if d == dataset and m != model]
+
+    def mine(name: str) -> bool:
+        rest = name[len(dataset) + 1:]
+        return _figure_dataset(name, datasets) == dataset and not any(rest.startswith(f"{m}_") for m in others)
+
+    mine = sorted(f for f in figures if mine(f.rsplit("/", 1)[-1]))
     if not mine:
         return None
     return _figure_list(mine)
@@ -467,7 +484,7 @@ def _detection_section(det: LoadedDetection, figures: Sequence[str]) -> str:
 
 # -- the document -------------------------------------------------------------------------------------------------
 def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
-             datasets: Sequence[str], figures: Sequence[str]) -> str:
+             sections: Iterable[tuple[str, str]], figures: Sequence[str]) -> str:
     budgets = {(row.key.eps, row.key.norm) for row in rows}
     per_row_eps = len(budgets) > 1
     parts = [f"## {dataset} / {model}"]
@@ -490,7 +507,7 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     if detection is not None:
         parts.append(f"### Detection ({dataset} / {model})")
         parts.append(detection)
-    links = _figures_section(dataset, datasets, figures)
+    links = _figures_section(dataset, model, sections, figures)
     if links is not None:
         parts.append(links)
     return "\n\n".join(parts)
@@ -501,7 +518,8 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
     """The whole text of ``leaderboard.md`` for ``records`` and detection records ``detections`` (any order).
 
     ``figures`` are links to figure files, relative to the leaderboard's folder (see :func:`figure_links`); each is
-    listed in the sections of the data set its file name starts with, or in its detection section.
+    listed in the sections of the data set its file name starts with (only in its classifier's section when the name
+    goes on with one, "mnist5k_vgg_"), or in its detection section.
     """
     detections = sorted(detections, key=lambda d: (d.data["config"]["dataset"], d.data["config"]["model"],
                                                    str(d.path)))
@@ -511,8 +529,7 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
     body = ["No records yet: run `bench run` first."]
     if sections:
         adaptive = _adaptive_defenses(records)
-        datasets = sorted({dataset for dataset, _ in sections})
-        body = [_section(d, m, rows, adaptive, datasets, general) for (d, m), rows in sections.items()]
+        body = [_section(d, m, rows, adaptive, sections, general) for (d, m), rows in sections.items()]
     body += [_detection_section(d, figures) for d in detections]
     kinds = {_attack(r): (r.data.get("attack") or {}).get("kind") for r in records}
     text = header([a for a, k in kinds.items() if k == "fixed-eps"], [a for a, k in kinds.items() if k == "minimal"])

@@ -75,16 +75,8 @@ def projection_speed(case: str = "28x28x1", n: int = 16, steps: int = 200, resta
     z = cfg.starts(generator.latent).to(dev).requires_grad_(True)
     step_flops = _flops(lambda: reconstruction_errors(generator, z, x[:1]).sum().backward())
     flops = step_flops * steps * n  # per image and step: R generator passes forward and back to z
-    peak = peak or matmul_flops_per_second()
-    return {
-        "case": case, "trained": trained, "images": n, "L": steps, "R": restarts,
-        "batched_s": round(batched_s, 2), "batched_ms_per_image": round(1000 * batched_s / n, 1),
-        "each_s": round(each_s, 2), "each_ms_per_image": round(1000 * each_s / n, 1),
-        "speedup": round(each_s / batched_s, 2), "max_abs_diff": float((batched - each).abs().max()),
-        "mflop_per_image": round(flops / n / 1e6, 1),
-        "floor_share_batched": round(flops / peak / batched_s, 3), "floor_share_each": round(flops / peak / each_s, 3),
-        "matmul_gflops": round(peak / 1e9, 1),
-    }
+    return {"case": case, "trained": trained, "images": n, "L": steps, "R": restarts,
+            **_comparison(n, batched_s, each_s, batched, each, flops, peak)}
 
 
 def dip_speed(case: str = "28x28x1", n: int = 16, iterations: int = 100, device: str = "auto",
@@ -111,9 +103,15 @@ def dip_speed(case: str = "28x28x1", n: int = 16, iterations: int = 100, device:
         (net(code) - x[:1]).square().mean().backward()
 
     flops = _flops(one_step) * iterations * n
+    return {"case": case, "images": n, "iterations": iterations,
+            **_comparison(n, batched_s, each_s, batched, each, flops, peak)}
+
+
+def _comparison(n: int, batched_s: float, each_s: float, batched: torch.Tensor, each: torch.Tensor, flops: float,
+                peak: float | None) -> dict[str, Any]:
+    """Batched against one image at a time: times, speed-up, agreement and the share of the FLOP floor reached."""
     peak = peak or matmul_flops_per_second()
     return {
-        "case": case, "images": n, "iterations": iterations,
         "batched_s": round(batched_s, 2), "batched_ms_per_image": round(1000 * batched_s / n, 1),
         "each_s": round(each_s, 2), "each_ms_per_image": round(1000 * each_s / n, 1),
         "speedup": round(each_s / batched_s, 2), "max_abs_diff": float((batched - each).abs().max()),

@@ -49,6 +49,11 @@ class Entry:
         describe = getattr(self.factory, "describe", None)
         return dict(describe()) if callable(describe) else {}
 
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """Named sets the entry belongs to (e.g. ``paper``), selectable on the command line like a name."""
+        return tuple(getattr(self.factory, "groups", ()) or ())
+
 
 def natural_key(name: str) -> list[Any]:
     """Sort key that puts ``pgd2`` before ``pgd10``."""
@@ -131,6 +136,14 @@ class Registry:
     def entries(self) -> list[Entry]:
         return [self._entries[name] for name in self.names()]
 
+    def named(self, spec: str | Iterable[str]) -> set[str]:
+        """The names a selection spells out one by one (not through ``all``, a group or a wildcard)."""
+        items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+        return {i for i in items if i in self._entries}
+
+    def groups(self) -> list[str]:
+        return sorted({g for e in self.entries() for g in e.groups})
+
     def __contains__(self, name: str) -> bool:
         return name in self.names()
 
@@ -141,15 +154,18 @@ class Registry:
         raise BenchError(self.unknown_message(name, names))
 
     def unknown_message(self, name: str, names: list[str]) -> str:
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        groups = self.groups()
+        close = difflib.get_close_matches(name, names + groups, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         broken = f" (plugins that failed to load: {', '.join(sorted(self.broken))})" if self.broken else ""
-        return f"unknown {self.what} {name!r}; {hint}valid {self.what}s: {', '.join(names)}{broken}"
+        grouped = f"; groups: {', '.join(groups)}" if groups else ""
+        return f"unknown {self.what} {name!r}; {hint}valid {self.what}s: {', '.join(names)}{grouped}{broken}"
 
     def select(self, spec: str | Iterable[str]) -> list[str]:
-        """Resolve a selection: ``all``, ``fgsm,bim``, ``all,-lbfgs``, ``pgd*`` (comma-separated, in order).
+        """Resolve a selection: ``all``, ``fgsm,bim``, ``all,-lbfgs``, ``pgd*``, ``paper`` (comma-separated, in order).
 
-        Items add names; ``-item`` removes them. Wildcards follow :mod:`fnmatch`. The result keeps the order in which
+        Items add names; ``-item`` removes them. A group (``paper``: the attacks of the PixelDefend paper and its
+        reproduction) stands for its members; a registered name wins over a group of the same name. Wildcards follow :mod:`fnmatch`. The result keeps the order in which
         names were first added, without duplicates.
         """
         items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
@@ -163,6 +179,8 @@ class Registry:
             pattern = item[1:] if remove else item
             if pattern == "all":
                 matched = names
+            elif pattern not in self._entries and pattern in self.groups():
+                matched = [e.name for e in self.entries() if pattern in e.groups]
             elif any(ch in pattern for ch in "*?["):
                 matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
                 if not matched:

@@ -163,3 +163,23 @@ def channel_log_probs(params: torch.Tensor, t: torch.Tensor, channel: int, mixtu
     joint = log_w[:, None, :] + per_level
     top = joint.amax(-1, keepdim=True)  # logsumexp by hand: torch's is several times slower on these small tensors
     return (joint - top).exp().sum(-1).log() + top[..., 0]
+
+
+def window_log_probs(params: torch.Tensor, x: torch.Tensor, offsets: torch.Tensor, mixtures: int) -> torch.Tensor:
+    """log P of the values x + offsets of every sub-pixel, each channel given the earlier channels of its position
+    at their values in x: (N, C, H, W, K) for x (N, C, H, W) in [0, 1] and offsets (K,) in [0, 1] units.
+
+    Differentiable in x and params, and continuous in x (the values need not lie on the 8-bit grid): the smooth view
+    of PixelDefend's window that an adaptive attacker differentiates. Values outside [0, 1] are meaningless (mask them).
+    """
+    c = x.shape[1]
+    t = x.permute(0, 2, 3, 1) * 2 - 1  # N, H, W, C
+    log_w, means, log_scales, coeffs = split_params(params.permute(0, 2, 3, 1), c, mixtures)
+    means = _conditional_means(means, coeffs, t)  # N, H, W, C, M
+    candidates = (t[..., None] + 2 * offsets)[..., None]  # N, H, W, C, K, 1
+    per_value = _log_bin_prob(candidates, means[..., None, :], log_scales[..., None, :])  # N, H, W, C, K, M
+    own = _log_bin_prob(t[..., None], means, log_scales)  # N, H, W, C, M: each channel's own value
+    earlier = torch.cumsum(own, -2) - own  # the posterior weight of each component given the earlier channels
+    log_w = log_w[..., None, :] + earlier
+    log_w = log_w - torch.logsumexp(log_w, -1, keepdim=True)
+    return torch.logsumexp(log_w[..., None, :] + per_value, -1).permute(0, 3, 1, 2, 4)

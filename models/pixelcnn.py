@@ -99,7 +99,11 @@ class PixelCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mixture parameters (N, P, H, W); those at (r, c) depend only on pixels before (r, c) in raster order."""
-        h = self.network_input(x)
+        return self.forward_network(self.network_input(x))
+
+    def forward_network(self, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from the network's input (the image in [-1, 1] and a channel of ones), unquantised: so
+        that gradients can flow to the image (the quantisation in :meth:`network_input` has none)."""
         u = down_shift(self.u_init(h))
         ul = down_shift(self.ul_init_up(h)) + right_shift(self.ul_init_left(h))
         for u_block, ul_block in zip(self.u_blocks, self.ul_blocks):

@@ -61,3 +61,36 @@ def restore_cli_state():
     logger.handlers[:] = saved[0]
     logger.level, logger.propagate = saved[1], saved[2]
     set_quiet(saved[3])
+
+
+@pytest.fixture
+def resumes_after_a_kill(tmp_path, monkeypatch):
+    """``check(fresh, train)``: training killed right after its first epoch's checkpoint, then run again, ends with the
+    same weights as an uninterrupted run. ``fresh()`` builds the seeded untrained model, ``train(model, folder)``
+    trains it with its checkpoints in ``folder`` and returns what training returns."""
+    import torch
+
+    from benchmark.checkpoint import EpochCheckpoint
+
+    def check(fresh, train):
+        straight = fresh()
+        train(straight, tmp_path / "a")
+        real_save = EpochCheckpoint.save
+
+        def save_then_die(self, *args, **kwargs):
+            real_save(self, *args, **kwargs)
+            raise KeyboardInterrupt  # killed right after the first epoch's state was written
+
+        monkeypatch.setattr(EpochCheckpoint, "save", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(fresh(), tmp_path / "b")
+        assert (tmp_path / "b" / "partial.json").exists()
+        monkeypatch.setattr(EpochCheckpoint, "save", real_save)
+        resumed = fresh()
+        result = train(resumed, tmp_path / "b")
+        assert not (tmp_path / "b" / "partial.json").exists()  # cleaned up once finished
+        for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(a, b), f"{name} differs after resuming"
+        return result
+
+    return check

@@ -23,7 +23,12 @@ COMPOSITIONS = ["adv-fgsm+feature-squeezing", "jpeg+region-based"]
 # survive and AutoAttack's later members or Square's 5,000 queries take ~50 s each. At 0.3 their first steps fool
 # every digit, which checks the contract in a second; the full run at EPS is in the slow set (-m slow).
 EXPENSIVE = {"autoattack": 0.3, "square": 0.3}
-ATTACK_CASES = [pytest.param(name, EXPENSIVE.get(name, EPS), id=name) for name in ATTACKS.names()] + [
+# Transferred black-box attacks are weak at 25/255 on the 8x8 digits (white-box FGSM itself fools a third of them,
+# FGSM transferred from a substitute trained on 24 points a tenth); at 0.3, Papernot et al.'s MNIST budget, they must
+# fool at least the quarter asked of every attack.
+TRANSFERRED = {"substitute": 0.3, "substitute-bim": 0.3}
+ATTACK_CASES = [pytest.param(name, {**EXPENSIVE, **TRANSFERRED}.get(name, EPS), id=name)
+                for name in ATTACKS.names()] + [
     pytest.param(name, EPS, id=f"{name}-full", marks=pytest.mark.slow) for name in EXPENSIVE]
 
 
@@ -42,11 +47,24 @@ def _run(attack: Attack, model, x, y, eps: float, seed: int) -> torch.Tensor:
     return attack.run(model, x, y, _budget(attack, eps)).detach()
 
 
+@pytest.fixture(scope="module")
+def gan_pipeline(digits, digits_classifier):
+    """The classifier behind invert-and-classify on the digits GAN (the one the defense contract projects with)."""
+    from attacks.adaptive import DefendedModel
+
+    model, _ = digits_classifier
+    defense = build_defense("invert-and-classify")
+    defense.prepare(DefenseContext(digits, model, torch.device("cpu"), ModelStore(), 0))
+    return DefendedModel(model, defense).eval()
+
+
 @pytest.mark.parametrize("name, eps", ATTACK_CASES)
-def test_attack_contract(name, eps, digits_classifier, points):
+def test_attack_contract(name, eps, digits_classifier, points, request):
     model, _ = digits_classifier
     x, y = points
     attack = ATTACKS.get(name).factory()
+    if attack.needs_generator:  # it attacks a GAN projection defense, adaptively: the contract holds there
+        model = request.getfixturevalue("gan_pipeline")
     assert isinstance(attack.norm, Norm) and isinstance(attack.kind, AttackKind)
     json.dumps(attack.options())  # options are recorded: they must be JSON
     budgets = attack.budgets((EPS,))

@@ -11,7 +11,6 @@ from click.testing import CliRunner
 import models  # noqa: F401
 from benchmark.cli import main
 from benchmark.errors import BenchError
-from benchmark.checkpoint import EpochCheckpoint
 from benchmark.gan_training import build_gan, check_gan_fits, gan_config, get_gan, train_gan
 from benchmark.store import ModelStore
 from defenses.deep_image_prior import DeepImagePrior, DIPFit, fit, fit_each
@@ -105,30 +104,14 @@ def test_a_generator_of_the_wrong_shape_or_data_set_is_refused(tiny_generator, d
     check_gan_fits({"spec": {"dataset": "digits", "shape": [1, 8, 8]}}, digits)
 
 
-def test_interrupted_gan_training_resumes_where_it_stopped(digits, tmp_path, monkeypatch):
+def test_interrupted_gan_training_resumes_where_it_stopped(digits, resumes_after_a_kill):
     cfg = gan_config("digits", "tiny")
 
     def fresh():
         torch.manual_seed(0)
         return build_gan(digits.shape, cfg)
 
-    straight = fresh()
-    train_gan(straight, digits, cfg, torch.device("cpu"), 0, tmp_path / "a")
-    real_save = EpochCheckpoint.save
-
-    def save_then_die(self, *args, **kwargs):
-        real_save(self, *args, **kwargs)
-        raise KeyboardInterrupt  # killed right after the first epoch's state was written
-
-    monkeypatch.setattr(EpochCheckpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_gan(fresh(), digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
-    monkeypatch.setattr(EpochCheckpoint, "save", real_save)
-    resumed = fresh()
-    train_gan(resumed, digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
-    assert not (tmp_path / "b" / "partial.json").exists()
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
+    resumes_after_a_kill(fresh, lambda gan, folder: train_gan(gan, digits, cfg, torch.device("cpu"), 0, folder))
 
 
 def test_stored_gan_holds_its_measured_quality(digits):

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 import models  # noqa: F401
 from benchmark import generative
 from benchmark.cli import main
-from benchmark.checkpoint import EpochCheckpoint
 from benchmark.generative import build_pixelcnn, get_pixelcnn, pixelcnn_config, sample, train_pixelcnn
 from benchmark.store import ModelStore
 
@@ -31,32 +30,15 @@ def test_trained_pixelcnn_is_stored_with_its_likelihoods(digits, tiny_pixelcnn, 
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
-def test_interrupted_training_resumes_where_it_stopped(digits, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_where_it_stopped(digits, resumes_after_a_kill):
     cfg = pixelcnn_config("digits", "tiny")
 
     def fresh():
         torch.manual_seed(0)
         return build_pixelcnn(digits.shape, cfg)
 
-    straight = fresh()
-    train_pixelcnn(straight, digits, cfg, torch.device("cpu"), 0, tmp_path / "a")
-
-    real_save = EpochCheckpoint.save
-
-    def save_then_die(self, *args, **kwargs):
-        real_save(self, *args, **kwargs)
-        raise KeyboardInterrupt  # killed right after the first epoch's state was written
-
-    monkeypatch.setattr(EpochCheckpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_pixelcnn(fresh(), digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
-    assert (tmp_path / "b" / "partial.json").exists()
-    monkeypatch.setattr(EpochCheckpoint, "save", real_save)
-    resumed = fresh()
-    metrics = train_pixelcnn(resumed, digits, cfg, torch.device("cpu"), 0, tmp_path / "b")
-    assert not (tmp_path / "b" / "partial.json").exists()  # cleaned up once finished
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
+    metrics = resumes_after_a_kill(
+        fresh, lambda model, folder: train_pixelcnn(model, digits, cfg, torch.device("cpu"), 0, folder))
     assert metrics["test_bpd"] > 0
 
 

@@ -20,7 +20,7 @@ def make_record(attack: str, adv_correct: Sequence[Sequence[int]], *, clean_corr
                 threat: str = "oblivious", eps: Sequence[float] = FASHION_EPS, seed: int = 0,
                 defense_ms: float = 0.5, detected: Sequence[Sequence[int]] | None = None,
                 clean_detected: Sequence[int] | None = None, norm: str = "linf",
-                threat_options: dict[str, Any] | None = None, traits: str = "-",
+                threat_options: dict[str, Any] | None = None, traits: str = "purifies",
                 checks: dict[str, Any] | None = None, needs_gradients: bool | None = None) -> dict[str, Any]:
     """A record that passes ``records.validate``: n is the length of each per-budget list of ``adv_correct``."""
     n = len(adv_correct[0])
@@ -223,6 +223,18 @@ def test_oblivious_only_marker(tmp_path: Path, grid: list[dict[str, Any]]) -> No
     assert "† oblivious only" in text
 
 
+def test_a_defense_without_an_inference_part_is_attacked_white_box_under_every_threat(tmp_path: Path) -> None:
+    save_all(tmp_path, [
+        make_record("fgsm", [fooled(10, [0]), fooled(10, [0, 1])], defense="adv-fgsm", traits="trains-classifier"),
+        make_record("fgsm", [fooled(10, [2]), fooled(10, [2, 3])], defense="jpeg", traits="purifies"),
+    ])
+    text = render_dir(tmp_path)
+    trained, purifier = headline_row(text, "adv-fgsm"), headline_row(text, "jpeg")
+    assert trained["defense"] == "adv-fgsm" and trained["adaptive"] == "90/80"  # its oblivious attacks were white-box
+    assert purifier["defense"] == "jpeg †" and purifier["adaptive"] == "not run"
+    assert row_for(text, "adv-fgsm")["defense"] == "adv-fgsm" and row_for(text, "jpeg")["defense"] == "jpeg †"
+
+
 def test_paper_row_beside_matching_oblivious_row(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
     save_all(tmp_path, grid)
     rows = table_rows(section_of(render_dir(tmp_path)))
@@ -276,6 +288,19 @@ def test_figures_linked_relative_to_output(tmp_path: Path) -> None:
     assert "- [fashion-mnist_bpd.png](results/figures/fashion-mnist_bpd.png)" in text
     assert text.index("fashion-mnist_bpd.png") < text.index("fashion-mnist_roc.png")
     assert "mnist_roc.png" not in text.replace("fashion-mnist_roc.png", "")
+
+
+def test_a_figure_named_after_a_classifier_is_linked_from_its_section_only(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    save_all(results, [make_record("fgsm", [fooled(4, []), fooled(4, [])], model=m) for m in ("resnet", "vgg")])
+    (results / "figures").mkdir()
+    for name in ("fashion-mnist_resnet_curve.png", "fashion-mnist_samples.png"):
+        (results / "figures" / name).write_bytes(b"png")
+    leaderboard.write(results, tmp_path / "leaderboard.md")
+    text = (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
+    resnet, vgg = section_of(text, "fashion-mnist / resnet"), section_of(text, "fashion-mnist / vgg")
+    assert "fashion-mnist_resnet_curve.png" in resnet and "fashion-mnist_resnet_curve.png" not in vgg
+    assert "fashion-mnist_samples.png" in resnet and "fashion-mnist_samples.png" in vgg
 
 
 # -- write and check ----------------------------------------------------------------------------------------------

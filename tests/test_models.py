@@ -22,10 +22,9 @@ def test_classifier_names_lists_only_classifiers():
     assert {"resnet", "vgg"} <= set(classifier_names())
 
 
-def test_interrupted_classifier_training_resumes_to_the_same_weights(digits, tmp_path, monkeypatch):
+def test_interrupted_classifier_training_resumes_to_the_same_weights(digits, resumes_after_a_kill):
     import torch.nn.functional as F
 
-    from benchmark.checkpoint import EpochCheckpoint
     from benchmark.training import TrainConfig, train_classifier
     from benchmark.zoo import build_classifier
 
@@ -38,21 +37,5 @@ def test_interrupted_classifier_training_resumes_to_the_same_weights(digits, tmp
     def loss(model, x, y):  # draws random numbers, as adversarial training does: their state must resume too
         return F.cross_entropy(model((x + 0.01 * torch.randn_like(x)).clamp(0, 1)), y)
 
-    straight = fresh()
-    train_classifier(straight, digits, cfg, loss, torch.device("cpu"), 0, folder=tmp_path / "a")
-    real_save = EpochCheckpoint.save
-
-    def save_then_die(self, *args, **kwargs):
-        real_save(self, *args, **kwargs)
-        raise KeyboardInterrupt  # killed right after the first epoch's state was written
-
-    monkeypatch.setattr(EpochCheckpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(fresh(), digits, cfg, loss, torch.device("cpu"), 0, folder=tmp_path / "b")
-    assert (tmp_path / "b" / "partial.json").exists()
-    monkeypatch.setattr(EpochCheckpoint, "save", real_save)
-    resumed = fresh()
-    train_classifier(resumed, digits, cfg, loss, torch.device("cpu"), 0, folder=tmp_path / "b")
-    assert not (tmp_path / "b" / "partial.json").exists()
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), f"{name} differs after resuming"
+    resumes_after_a_kill(
+        fresh, lambda model, folder: train_classifier(model, digits, cfg, loss, torch.device("cpu"), 0, folder=folder))

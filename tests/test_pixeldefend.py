@@ -197,3 +197,32 @@ def test_candidates_deep_in_a_tail_are_ranked_in_log_space():
 
     new, margin = choose(SubPixel(params, t, 0, m), torch.tensor([202]), 32, None)
     assert new.item() == 170 and margin.item() > 1  # the candidate nearest the mode, by a wide margin
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_window_log_probs_on_the_grid_equal_the_exact_conditionals(channels):
+    model, eps = tiny((channels, 4, 5)), 3
+    x = mixture.to_levels(torch.rand(2, channels, 4, 5)).clamp(eps, 255 - eps).double() / 255
+    model = model.double()
+    params = model(x)
+    offsets = torch.arange(-eps, eps + 1, dtype=x.dtype) / 255
+    smooth = mixture.window_log_probs(params, x, offsets, model.mixtures)  # N, C, H, W, K
+    levels, t = mixture.to_levels(x), mixture.to_grid(x)
+    for r, c, k in [(0, 0, 0), (2, 3, channels - 1), (3, 4, 0)]:
+        exact = mixture.channel_log_probs(params[:, :, r, c], t[:, :, r, c], k, model.mixtures,
+                                          levels[:, k, r, c] - eps, 2 * eps + 1)
+        torch.testing.assert_close(smooth[:, k, r, c], exact, rtol=1e-9, atol=1e-9)
+
+
+def test_soft_purification_is_a_differentiable_stand_in_for_the_arg_max():
+    from defenses.pixeldefend import soft_purify
+
+    model, eps = tiny((1, 6, 6)), 4
+    x = (mixture.to_levels(torch.rand(3, 1, 6, 6)).float() / 255).requires_grad_(True)
+    soft = soft_purify(model, x, eps)
+    assert soft.shape == x.shape and ((soft - x).abs() <= eps / 255 + 1e-6).all()
+    (grad,) = torch.autograd.grad(soft.sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # the first pixel has no context: at a low temperature it is the real purifier's choice
+    sharp = soft_purify(model, x.detach(), eps, temperature=1e-3)
+    assert mixture.to_levels(sharp[:, :, 0, 0]).equal(mixture.to_levels(purify(model, x.detach(), eps)[:, :, 0, 0]))

@@ -265,6 +265,27 @@ def test_bad_selections_say_what_is_valid(attacks: Registry, spec: str, match: s
         attacks.select(spec)
 
 
+def test_a_group_selects_its_members_and_a_name_wins_over_a_group() -> None:
+    registry = make_registry("fgsm", "bim", "square")
+    registry.get("fgsm").factory.groups = ("paper",)
+    registry.get("bim").factory.groups = ("paper", "iterative")
+    assert registry.groups() == ["iterative", "paper"]
+    assert registry.select("paper") == ["bim", "fgsm"]
+    assert registry.select("all,-paper") == ["square"]
+    registry.add("iterative", _factory("iterative"), "test 1.0")
+    assert registry.select("iterative") == ["iterative"]
+    message = str(pytest.raises(BenchError, registry.select, "papr").value)
+    assert "did you mean 'paper'" in message and message.endswith("; groups: iterative, paper")
+
+
+def test_the_paper_group_is_the_thirteen_attacks_of_the_paper_and_its_reproduction() -> None:
+    from benchmark.registry import ATTACKS
+
+    assert set(ATTACKS.select("paper")) == {
+        "fgsm", "fgm", "bim", "pgd", "cw-linf", "cw", "deepfool", "lbfgs", "saliency-map", "gaussian-blur",
+        "contrast-reduction", "uniform-noise", "salt-and-pepper"}
+
+
 # -- entry points, from a fake distribution put on sys.path -----------------------------------------------------------
 FAKE_GROUP = "bench.test-defenses"
 FAKE_MODULES = {

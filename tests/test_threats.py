@@ -12,6 +12,7 @@ import torch
 from attacks.adaptive import DefendedModel, gradient_modes
 from benchmark.adversarial import generate, predict
 from benchmark.defense import Defense, DefenseContext, build_defense
+from benchmark.errors import BenchError, CellFailed
 from benchmark.registry import ATTACKS, DEFENSES
 from benchmark.runner import RunPlan, defended_correct, defended_predictions, run
 from benchmark.store import ModelStore
@@ -130,6 +131,10 @@ def test_every_attack_runs_against_the_defended_pipeline(name, digits, digits_cl
     attack = ATTACKS.get(name).factory()
     eps = 0.3 if name in ("autoattack", "square") else EPS  # as in test_contracts: their short path
     wrapped = DefendedModel(model, _prepared("feature-squeezing", digits, model))
+    if attack.needs_generator:  # feature squeezing has none: one line says where the attack runs
+        with pytest.raises(CellFailed, match=r"^min-max-manifold attacks the generator .* has no generator\)$"):
+            generate(attack, wrapped, x, y, attack.budgets((eps,)), seed=0, batch_size=8, device=CPU)
+        return
     adv = generate(attack, wrapped, x, y, attack.budgets((eps,)), seed=0, batch_size=8, device=CPU)
     assert len(adv.per_eps) == len(attack.budgets((eps,)))
     assert not model.training and not wrapped.training  # torchattacks restores the mode it found: eval
@@ -317,6 +322,8 @@ def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
     assert none["undone"] == 0 and none["surviving_l1"] == 1.0 and none["perturbed_subpixels"] > 0.5
     (squeezed,) = purification_survival(defense_name="feature-squeezing", **common)
     assert squeezed["undone"] > 0.3  # bit-depth reduction rounds most small changes back
+    with pytest.raises(BenchError, match="--bpda soft needs --threat adaptive and a PixelDefend defense"):
+        purification_survival(defense_name="feature-squeezing", bpda="soft", **common)
 
 
 class _InnerDescent(Defense):
