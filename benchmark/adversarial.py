@@ -7,6 +7,8 @@ cache (safetensors, keyed by all of the above) and reused for every defense that
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -72,9 +74,15 @@ def _save_artifact(path: Path, adv: AdversarialSet) -> None:
         tensors.update({f"unbounded.{k}": v.contiguous().cpu() for k, v in adv.unbounded.items()})
     tensors["seconds"] = torch.tensor(adv.seconds)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
+    # a temporary name of its own: two runs (or Ray workers) may write the same artifact at once
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def generate(

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import click
 
 THREATS = ("oblivious", "adaptive", "transfer")
+EXECUTORS = ("local", "ray")
 log = logging.getLogger(__name__)
 
 
@@ -98,12 +99,29 @@ def _common_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Where records are written (and looked up to resume).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: cells one after the other in this process; ray: each cell a Ray task "
+                   "(pip install -e \".[ray]\").")
+@click.option("--address", default=None,
+              help="Ray: the cluster to join (e.g. 10.0.0.5:6379 or auto); default: start one on this machine.")
+@click.option("--gpus-per-cell", type=click.FloatRange(min=0), default=None,
+              help="Ray: GPUs each cell asks for (fractions share one); default 1 when the cluster has GPUs, else 0.")
+@click.option("--cell-retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Ray: times a cell whose worker died is run again before it is reported as failed.")
+@click.option("--worker-cache", default=None,
+              help="Ray: the workers' cache folder (BENCH_CACHE: models, adversarial inputs), e.g. on a shared file "
+                   "system; default: each worker's own. Checkpoints reach workers through Ray's object store anyway.")
 @_common_model_options
 def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_samples, eval_draws, results_dir,
-        batch_size, data_root, download, device, seed, quiet) -> None:
+        batch_size, executor, address, gpus_per_cell, cell_retries, worker_cache, data_root, download, device, seed,
+        quiet) -> None:
     """Evaluate defenses against attacks; one record per cell under RESULTS_DIR (finished cells are skipped)."""
     _setup(quiet)
+    import time
+
     from .budgets import parse_eps_list
+    from .errors import BenchError
+    from .grid_progress import summary_line
     from .registry import ATTACKS, DEFENSES
     from .runner import RunPlan
     from .runner import run as run_grid
@@ -119,8 +137,25 @@ def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_sa
         n=n, threat=Threat(threat), threat_options=ThreatOptions(eot_samples, eval_draws), seed=seed, device=device,
         results_dir=results_dir, batch_size=batch_size, data_root=data_root, download=download,
     )
-    results = run_grid(plan)
+    ray_only = {"--address": address, "--gpus-per-cell": gpus_per_cell, "--worker-cache": worker_cache}
+    if executor == "local" and any(v is not None for v in ray_only.values()):
+        given = [k for k, v in ray_only.items() if v is not None]
+        verb = "needs" if len(given) == 1 else "need"
+        raise BenchError(f"{' and '.join(given)} {verb} --executor ray (the local executor runs in this process)")
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+
+        runner = RayExecutor(address=address, gpus_per_cell=gpus_per_cell, retries=cell_retries,
+                             worker_cache=worker_cache)
+    else:
+        from .executors import LocalExecutor
+
+        runner = LocalExecutor()
+    started = time.perf_counter()
+    results = run_grid(plan, executor=runner)
     click.echo(_results_table(results))
+    if not quiet:
+        click.echo(f"bench: {summary_line(results, time.perf_counter() - started)}", err=True)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         for r in failed:
@@ -381,6 +416,18 @@ def attacks_perf(attack_names: str, n: int, repeats: int, device: str, save: Pat
 
     names = tuple(a.strip() for a in attack_names.split(",") if a.strip())
     _emit_perf("attacks", compare_attacks(names, n=n, repeats=repeats, device=device), save)
+
+
+@perf.command("ray")
+@click.option("--n", type=click.IntRange(1, 360), default=360, show_default=True, help="Test points of each cell.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@_save_option
+def ray_perf(n: int, workers: int, save: Path | None) -> None:
+    """Eight cheap cells (digits) on a local Ray cluster of WORKERS against the same grid run serially."""
+    _setup(True)
+    from .perf_ray import ray_speedup
+
+    _emit_perf("ray", [ray_speedup(n=n, workers=workers)], save)
 
 
 @perf.command("pixeldefend")

@@ -225,7 +225,7 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
                    position=0, leave=True)
     clean_bpd = _bpd(pixelcnn, points.x, device, plan.batch_size, bar)
     for name, attack in attacks.items():
-        # the same key as runner._run_group (oblivious threat): adversarial inputs cached by `bench run` are reused
+        # the same key as cells.Workbench.source (oblivious threat): adversarial inputs cached by `bench run` are reused
         cache_key = {"classifier": cmeta["key"], "attack": name, "options": attack.options(), "eps": list(eps),
                      "test": test_hash, "seed": plan.seed, "batch_size": plan.batch_size, "threat": "oblivious"}
         adv = generate(attack, classifier, points.x, points.y, eps, plan.seed, plan.batch_size, device, cache_key)

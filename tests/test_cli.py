@@ -262,12 +262,12 @@ def test_failing_cells_are_reported_and_the_others_kept(tmp_path: Path, broken_d
 
 
 def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmark import runner
+    from benchmark import cells
 
     results = tmp_path / "results"
     args = ["run", "--dataset", "digits", "--defense", "none", "--attack", "fgsm,bim", "--eps", "8/255",
             "--n", "20", "--results-dir", str(results), "-q"]
-    original = runner._evaluate_cell
+    original = cells.evaluate_cell
     calls: list[str] = []
 
     def interrupt_second(*a, **kw):
@@ -276,7 +276,7 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkey
             raise KeyboardInterrupt  # Ctrl-C while the second cell is evaluated
         return original(*a, **kw)
 
-    monkeypatch.setattr(runner, "_evaluate_cell", interrupt_second)
+    monkeypatch.setattr(cells, "evaluate_cell", interrupt_second)
     interrupted = bench(*args)
     assert interrupted.exit_code != 0
     files = record_files(results)
@@ -284,12 +284,35 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkey
     assert [p for p in records.records_dir(results).rglob("*") if p.is_file()] == files  # no partial files
     first_bytes = files[0].read_bytes()
 
-    monkeypatch.setattr(runner, "_evaluate_cell", original)
+    monkeypatch.setattr(cells, "evaluate_cell", original)
     resumed = bench(*args)
     assert resumed.exit_code == 0, resumed.output
     statuses = {line.split()[1]: line.split()[2] for line in resumed.stdout.splitlines()[2:] if line.strip()}
     assert statuses == {calls[0]: "skipped", calls[1]: "done"}
     assert len(record_files(results)) == 2 and files[0].read_bytes() == first_bytes
+
+
+def test_records_without_checks_get_them_without_rerunning(tmp_path: Path) -> None:
+    """A record written before sanity checks existed is kept (its cell skipped) and gets the defense's probes."""
+    results = tmp_path / "results"
+    args = ["run", "--dataset", "digits", "--defense", "none,feature-squeezing", "--attack", "fgsm", "--eps", "8/255",
+            "--n", "20", "--results-dir", str(results), "-q"]
+    assert bench(*args).exit_code == 0
+    files = record_files(results)
+    written = {p: json.loads(p.read_text()) for p in files}
+    assert all(set(r["checks"]) >= {"randomness", "gradients", "largest_perturbation"} for r in written.values())
+    for path, rec in written.items():
+        path.write_text(json.dumps({k: v for k, v in rec.items() if k != "checks"}))  # as an old harness wrote it
+
+    again = bench(*args)
+    assert again.exit_code == 0, again.output
+    assert all(line.split()[2] == "skipped" for line in again.stdout.splitlines()[2:] if line.strip())
+    for path, rec in written.items():
+        now = json.loads(path.read_text())
+        records.validate(now)
+        probes = {k: v for k, v in rec["checks"].items() if k != "largest_perturbation"}  # per attack: not rebuilt
+        assert now["checks"] == probes
+        assert {k: v for k, v in now.items() if k != "checks"} == {k: v for k, v in rec.items() if k != "checks"}
 
 
 def test_bench_quiet_environment_variable(tmp_path: Path) -> None:

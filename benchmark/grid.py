@@ -1,0 +1,109 @@
+"""The grid of a run: its plan, its cells (defense x attack), each cell's config and result.
+
+Kept apart from the runner so that the per-cell computation (:mod:`benchmark.cells`), the executors
+(:mod:`benchmark.executors`, :mod:`benchmark.ray_executor`) and the runner can all use it without importing each other.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import records
+from .errors import BenchError
+from .threats import ThreatOptions, config_options
+from .vocab import Threat
+
+if TYPE_CHECKING:
+    from .attack import Attack
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    dataset: str = "mnist5k"
+    model: str = "resnet"
+    defenses: tuple[str, ...] = ("none",)
+    attacks: tuple[str, ...] = ("fgsm",)
+    eps: tuple[float, ...] | None = None  # None: the data set's defaults (the paper's budgets)
+    n: int | None = 100
+    threat: Threat = Threat.OBLIVIOUS
+    threat_options: ThreatOptions = ThreatOptions()
+    seed: int = 0
+    device: str = "auto"
+    results_dir: Path = Path("results")
+    batch_size: int = 250
+    data_root: str | None = None
+    download: bool = False
+
+
+Cell = tuple[str, str]  # (defense, attack)
+
+
+@dataclass
+class CellResult:
+    defense: str
+    attack: str
+    status: str  # "done", "skipped" (record existed), "failed" or "busy" (another run holds its claim)
+    record: dict[str, Any] | None = None
+    message: str = ""
+
+    @property
+    def cell(self) -> Cell:
+        return (self.defense, self.attack)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a run has to do: the cells to evaluate (``todo``, in the order the local executor runs them, cells that
+    share a classifier and an attack next to each other) and their records' config."""
+
+    plan: RunPlan
+    todo: list[Cell]
+    eps: tuple[float, ...]  # the data set's (or the plan's) budgets; an attack may take a subset
+    n: int
+    attack_eps: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per attack: its own budgets
+
+    def config(self, cell: Cell) -> dict[str, Any]:
+        defense, attack = cell
+        return cell_config(self.plan, defense, attack, self.attack_eps[attack], self.n)
+
+    def record_id(self, cell: Cell) -> str:
+        return records.record_id(self.config(cell))
+
+
+def cell_config(plan: RunPlan, defense: str, attack: str, eps: tuple[float, ...], n: int) -> dict[str, Any]:
+    """The cell's config; ``eps`` are the attack's own budgets (:meth:`Attack.budgets`)."""
+    return records.normalise_config({
+        "dataset": plan.dataset, "model": plan.model, "defense": defense, "attack": attack,
+        "threat": plan.threat.value, "eps": list(eps), "n": n, "seed": plan.seed,
+        records.THREAT_OPTIONS: config_options(plan.threat, plan.model, plan.seed, plan.threat_options),
+    })
+
+
+def ensure_writable(results_dir: Path) -> None:
+    try:
+        records.records_dir(results_dir).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=records.records_dir(results_dir), prefix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BenchError(f"results directory {results_dir} is not writable ({exc.strerror}); "
+                         "choose another with --results-dir") from None
+
+
+def attack_changed(record: dict[str, Any], attack: Attack) -> str | None:
+    """Why ``record`` no longer describes what ``attack`` does now (its implementation or one of its options
+    changed since it was written), or None. Record ids hash the cell, not the attack's settings, so that tuning an
+    attack re-runs its cells instead of leaving numbers from the old attack on the leaderboard."""
+    want = json.loads(json.dumps({"implementation": attack.library, "options": attack.options()}))
+    have = record.get("attack") or {}
+    have_options = have.get("options") or {}
+    if have.get("implementation") != want["implementation"]:
+        return f"the attack's implementation changed ({have.get('implementation')} -> {want['implementation']})"
+    diff = sorted(k for k, v in want["options"].items() if have_options.get(k) != v)
+    if diff:
+        return f"the attack's options changed ({', '.join(diff)})"
+    return None
