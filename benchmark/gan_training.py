@@ -174,9 +174,6 @@ def get_gan(dataset: Dataset, device: torch.device, store: ModelStore, seed: int
     """The trained GAN of this data set (trained now when the store lacks it), frozen, in eval mode on ``device``."""
     cfg = gan_config(dataset.name, size, latent)
     spec = gan_spec(dataset, cfg, seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gan = build_gan(dataset.shape, cfg)
     folder = store.folder("gan", spec)
 
     def build(module: nn.Module) -> dict[str, Any]:
@@ -190,11 +187,7 @@ def get_gan(dataset: Dataset, device: torch.device, store: ModelStore, seed: int
         quality = projection_quality(module.generator.eval(), dataset, classifier, cfg.quality_points)
         return {**metrics, **quality, "classifier_key": meta["key"]}
 
-    meta = store.get_or_build("gan", spec, gan, build)
-    gan.to(device).eval()
-    for p in gan.parameters():
-        p.requires_grad_(False)
-    return gan, meta
+    return store.get_frozen("gan", spec, seed, lambda: build_gan(dataset.shape, cfg), build, device)
 
 
 def check_gan_fits(meta: dict[str, Any], dataset: Dataset) -> None:

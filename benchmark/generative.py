@@ -158,9 +158,6 @@ def get_pixelcnn(dataset: Dataset, device: torch.device, store: ModelStore, seed
     """The trained PixelCNN of this data set (trained now when the store lacks it), in eval mode on ``device``."""
     cfg = pixelcnn_config(dataset.name, size)
     spec = pixelcnn_spec(dataset, cfg, seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_pixelcnn(dataset.shape, cfg)
     folder = store.folder("pixelcnn", spec)
 
     def build(module: nn.Module) -> dict[str, Any]:
@@ -168,11 +165,7 @@ def get_pixelcnn(dataset: Dataset, device: torch.device, store: ModelStore, seed
         torch.manual_seed(seed)
         return train_pixelcnn(module, dataset, cfg, device, seed, folder, desc=f"train pixelcnn on {dataset.name}")
 
-    meta = store.get_or_build("pixelcnn", spec, model, build)
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, meta
+    return store.get_frozen("pixelcnn", spec, seed, lambda: build_pixelcnn(dataset.shape, cfg), build, device)
 
 
 def check_fits(meta: dict[str, Any], dataset: Dataset, what: str) -> None:

@@ -81,6 +81,20 @@ class ModelStore:
         atomic_write_text(folder / META, json.dumps(meta, indent=2, sort_keys=True))
         return meta
 
+    def get_frozen(self, kind: str, spec: dict[str, Any], seed: int, make: Callable[[], nn.Module],
+                   build: Callable[[nn.Module], dict[str, Any]], device: torch.device
+                   ) -> tuple[nn.Module, dict[str, Any]]:
+        """:meth:`get_or_build` on a module made by ``make()`` under ``seed`` (its initial weights depend on the seed
+        only, not on the process's history), then frozen in eval mode on ``device``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = make()
+        meta = self.get_or_build(kind, spec, module, build)
+        module.to(device).eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        return module, meta
+
     def get_or_build(
         self,
         kind: str,

@@ -46,9 +46,6 @@ def get_classifier(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained classifier for this data set, architecture and training-time defense, in eval mode on ``device``."""
     spec = classifier_spec(dataset, arch, defense, seed)
-    with torch.random.fork_rng(devices=[]):  # initial weights depend on --seed only, not on the process's history
-        torch.manual_seed(seed)
-        model = build_classifier(dataset, arch)
     training = defense.training_config(dataset)
     label = f"train {arch} on {dataset.name}" + (f" ({defense.name})" if training else "")
 
@@ -62,8 +59,4 @@ def get_classifier(
         return train_classifier(module, dataset, cfg, loss, device, seed, desc=label,
                                 folder=store.folder("classifier", spec))
 
-    meta = store.get_or_build("classifier", spec, model, build)
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, meta
+    return store.get_frozen("classifier", spec, seed, lambda: build_classifier(dataset, arch), build, device)
