@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from benchmark.defense import Defense
 from benchmark.errors import BenchError
@@ -29,6 +28,8 @@ def to_bytes(x: torch.Tensor) -> torch.Tensor:
 
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Compress and decompress a batch (N, C, H, W) in [0, 1] (C = 1 or 3) at ``quality``; same shape, device, dtype."""
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # here: importing torchvision costs every run 2 s
+
     images = list(to_bytes(x).cpu())  # torchvision's codec takes a list of (C, H, W) uint8 images
     decoded = decode_jpeg(encode_jpeg(images, quality=quality), mode=ImageReadMode.UNCHANGED)
     return torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255
