@@ -59,4 +59,9 @@ def get_classifier(
         return train_classifier(module, dataset, cfg, loss, device, seed, desc=label,
                                 folder=store.folder("classifier", spec))
 
-    return store.get_frozen("classifier", spec, seed, lambda: build_classifier(dataset, arch), build, device)
+    model, meta = store.get_frozen("classifier", spec, seed, lambda: build_classifier(dataset, arch), build, device)
+    if device.type == "cpu":
+        # channels-last weights make oneDNN's input-gradient convolutions about a quarter faster on CPU (every gradient
+        # attack's backward pass); outputs agree with the default layout to float rounding
+        model = model.to(memory_format=torch.channels_last)
+    return model, meta
