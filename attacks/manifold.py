@@ -66,6 +66,7 @@ class MinMaxManifold(Attack):
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "defensebench"
     randomised = True
     needs_generator = True
+    own_gradients = "exact (generator and classifier)"  # it differentiates them itself, never the projection
 
     @classmethod
     def applies_to(cls, defense, threat):

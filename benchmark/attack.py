@@ -26,6 +26,9 @@ class Attack:
     randomised: ClassVar[bool] = False
     # runs only on a defended pipeline (--threat adaptive) whose purifier projects onto a GAN generator
     needs_generator: ClassVar[bool] = False
+    # how an adaptive attack that differentiates the defense's components itself (not through the pipeline's BPDA and
+    # EOT wrapper) gets its gradients; recorded in place of the wrapper's modes. None: it uses the wrapper.
+    own_gradients: ClassVar[str | None] = None
     library: ClassVar[str] = "defensebench"  # whose implementation runs: foolbox, torchattacks or ours
     groups: ClassVar[tuple[str, ...]] = ()  # named sets selectable like a name, e.g. --attack paper
 

@@ -216,7 +216,7 @@ class Workbench:
             # the substitute's inputs do not depend on the target either: any classifier of the data set reuses them
             return AttackSource(model, {**key, "classifier": info["key"]}, {}, info)
         d = self.defense(defense)
-        model, how = adaptive_target(classifier, d, self.plan.threat_options, a.needs_gradients)
+        model, how = adaptive_target(classifier, d, self.plan.threat_options, a)
         return AttackSource(model, {**key, "defense": defense, "defense_options": d.options(), **how}, how, None)
 
     def adversarial(self, defense: str, attack: str) -> tuple[AttackSource, SharedAdversarial]:

@@ -52,7 +52,7 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
     if bpda == "soft":
         _use_soft_surrogate(defense, threat)
     if threat == Threat.ADAPTIVE:
-        target, _ = adaptive_target(classifier, defense, ThreatOptions(), attack.needs_gradients)
+        target, _ = adaptive_target(classifier, defense, ThreatOptions(), attack)
     budgets = attack.budgets(eps)
     adv = generate(attack, target, points.x, points.y, budgets, seed, batch_size, dev)
     x = points.x.to(dev)

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from .attack import Attack
 from .defense import Defense
 from .vocab import Threat
 
@@ -50,14 +51,17 @@ def eval_draws(threat: Threat, defense: Defense, options: ThreatOptions) -> int:
     return options.eval_draws if threat == Threat.ADAPTIVE and defense.randomised else 1
 
 
-def adaptive_target(classifier: nn.Module, defense: Defense, options: ThreatOptions, needs_gradients: bool
+def adaptive_target(classifier: nn.Module, defense: Defense, options: ThreatOptions, attack: Attack
                     ) -> tuple[nn.Module, dict[str, Any]]:
     """The model an adaptive attack runs on, and how it differentiates the pipeline (recorded with the attack).
 
     A gradient-free attack queries the pipeline as deployed, one draw per query: it gets neither BPDA nor EOT."""
     from attacks.adaptive import DefendedModel, gradient_modes
 
-    if not needs_gradients:
+    if not attack.needs_gradients:
         return DefendedModel(classifier, defense, 1).eval(), {"gradients": {}, "eot_samples": 1}
     model = DefendedModel(classifier, defense, options.eot_samples).eval()
-    return model, {"gradients": gradient_modes(defense), "eot_samples": model.eot_samples}
+    modes = gradient_modes(defense)
+    if attack.own_gradients is not None:
+        modes = {part: attack.own_gradients for part in modes}
+    return model, {"gradients": modes, "eot_samples": model.eot_samples}

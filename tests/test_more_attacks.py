@@ -148,7 +148,7 @@ def test_substitute_queries_the_deployed_pipeline_under_adaptive(digits, digits_
     purify = defense.purify
     defense.purify = lambda z: calls.append(z.requires_grad) or purify(z)
     attack = ATTACKS.get("substitute").factory(rounds=1, epochs=1)
-    target, how = adaptive_target(model, defense, ThreatOptions(), attack.needs_gradients)
+    target, how = adaptive_target(model, defense, ThreatOptions(), attack)
     assert how == {"gradients": {}, "eot_samples": 1}  # no BPDA, no EOT: the deployed system, one draw per query
     attack.run(target, x, y, 0.1)
     assert calls and not any(calls)  # every label came through the real purifier, never differentiated
@@ -169,6 +169,14 @@ def gan_defense(digits, digits_classifier):
     defense = build_defense("invert-and-classify")
     defense.prepare(DefenseContext(digits, model, CPU, ModelStore(), 0))
     return defense
+
+
+def test_min_max_manifold_records_its_own_exact_gradients(gan_defense, setup):
+    model, _, _ = setup
+    bpda = adaptive_target(model, gan_defense, ThreatOptions(), ATTACKS.get("pgd").factory())[1]
+    own = adaptive_target(model, gan_defense, ThreatOptions(), ATTACKS.get("min-max-manifold").factory())[1]
+    assert bpda["gradients"] == {"invert-and-classify": "bpda-identity"}  # PGD goes through the projection by BPDA
+    assert own["gradients"] == {"invert-and-classify": "exact (generator and classifier)"}  # never the projection
 
 
 def test_min_max_manifold_beats_noise_through_the_projection(gan_defense, setup):
