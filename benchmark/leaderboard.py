@@ -311,7 +311,7 @@ def _paper_row(published: paper.PaperRow, attacks: Sequence[str], per_row_eps: b
         *([_eps_text(published.eps)] if per_row_eps else []),
         clean_text,
         *cells,
-        _joined(published.cells[paper.WORST_CASE]),
+        _joined(published.cells[paper.WORST_CASE]) if paper.WORST_CASE in published.cells else DASH,
         DASH, DASH, DASH, DASH,
     ]
 
@@ -366,7 +366,8 @@ def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float,
     for h in heads:
         published = paper.find(dataset, model, h.defense)
         claim = DASH
-        if published is not None and [format_eps(e) for e in published.eps] == [format_eps(e) for e in eps]:
+        same_eps = published is not None and [format_eps(e) for e in published.eps] == [format_eps(e) for e in eps]
+        if same_eps and paper.WORST_CASE in published.cells:
             claim = _joined(published.cells[paper.WORST_CASE])
         o = h.overall
         body.append([

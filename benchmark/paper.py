@@ -1,4 +1,5 @@
-"""Published numbers to compare with: PixelDefend (Song et al., ICLR 2018, https://arxiv.org/abs/1710.10766).
+"""Published numbers to compare with: PixelDefend (Song et al., ICLR 2018, https://arxiv.org/abs/1710.10766) and the
+robust manifold defense's slides (Ilyas et al. 2017, https://arxiv.org/abs/1712.09196).
 
 Tables 1 (Fashion-MNIST) and 2 (CIFAR-10) ship as CSV files in ``benchmark/reference/`` (each keeps its citation
 header). This module reads them and renames their rows and columns into the benchmark's vocabulary:
@@ -11,6 +12,12 @@ header). This module reads them and renames their rows and columns into the benc
 
 Cells are accuracies in percent, one per budget (``eps_attack``). The paper attacks the undefended network and then
 applies the defense, which is the ``oblivious`` threat model: its numbers sit beside oblivious rows only.
+
+The slides' MNIST table (``invert_and_classify_mnist.csv``) is laid out the other way round: one row per attack, one
+column per defense (``no_defense`` -> ``none``, ``invert_and_classify``). Its FGSM rows at eps 0.05, 0.1 and 0.2
+become the ``fgsm`` cell of ``mnist`` rows at those budgets. Its Carlini-Wagner rows (L2, L0, L-infinity) give one
+number per attack, not one per budget, so they have no place among per-budget cells (the README sets them beside
+ours). The slides name no classifier; they are matched with our ResNet-style one, and give no worst case.
 """
 from __future__ import annotations
 
@@ -66,10 +73,15 @@ TABLES = (
 )
 
 
+SLIDES = PaperTable("mnist", "invert_and_classify_mnist.csv", "Ilyas et al. 2017 (slides)", (0.05, 0.1, 0.2))
+SLIDES_DEFENSES = {"no_defense": "none", "invert_and_classify": "invert-and-classify"}
+SLIDES_MODEL = "resnet"
+
+
 @dataclass(frozen=True)
 class PaperRow:
-    """One published row in our vocabulary. ``cells`` maps ``clean``, attack names and :data:`WORST_CASE` to
-    accuracies in percent, one per budget of ``eps``."""
+    """One published row in our vocabulary. ``cells`` maps ``clean``, attack names and :data:`WORST_CASE` (where the
+    source gives one) to accuracies in percent, one per budget of ``eps``."""
 
     source: str
     dataset: str
@@ -90,11 +102,15 @@ def _parse_cell(text: str, n_eps: int, where: str) -> tuple[int, ...]:
     return values
 
 
+def _csv_rows(file: str) -> list[dict[str, str]]:
+    lines = [line for line in _read_reference(file).splitlines() if line.strip() and not line.startswith("#")]
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+
+
 def _parse_table(table: PaperTable) -> list[PaperRow]:
-    lines = [line for line in _read_reference(table.file).splitlines() if line.strip() and not line.startswith("#")]
     rows: list[PaperRow] = []
     network = ""
-    for i, raw in enumerate(csv.DictReader(io.StringIO("\n".join(lines)))):
+    for i, raw in enumerate(_csv_rows(table.file)):
         where = f"{table.file} row {i + 1}"
         network = (raw["network"] or "").strip() or network
         if network not in MODELS or raw["training"] not in DEFENSES:
@@ -104,10 +120,24 @@ def _parse_table(table: PaperTable) -> list[PaperRow]:
     return rows
 
 
+def _parse_slides(table: PaperTable) -> list[PaperRow]:
+    by_attack = {raw["attack"]: raw for raw in _csv_rows(table.file)}
+    fgsm_rows = [f"fgsm_eps_{e:g}" for e in table.eps]
+    missing = [name for name in ["clean", *fgsm_rows] if name not in by_attack]
+    if missing:
+        raise BenchError(f"{table.file}: no row for {', '.join(missing)}")
+    rows = []
+    for theirs, ours in SLIDES_DEFENSES.items():
+        clean = int(by_attack["clean"][theirs])
+        cells = {CLEAN: (clean,) * len(table.eps), "fgsm": tuple(int(by_attack[r][theirs]) for r in fgsm_rows)}
+        rows.append(PaperRow(table.label, table.dataset, SLIDES_MODEL, ours, table.eps, cells))
+    return rows
+
+
 @lru_cache(maxsize=None)
 def paper_rows() -> tuple[PaperRow, ...]:
-    """Every published row of Tables 1 and 2, in file order."""
-    return tuple(row for table in TABLES for row in _parse_table(table))
+    """Every published row of Tables 1 and 2 and of the slides, in file order."""
+    return (*(row for table in TABLES for row in _parse_table(table)), *_parse_slides(SLIDES))
 
 
 def find(dataset: str, model: str, defense: str) -> PaperRow | None:

@@ -248,6 +248,18 @@ def test_paper_row_beside_matching_oblivious_row(tmp_path: Path, grid: list[dict
     assert above == {("none †", "oblivious"), ("adv-fgsm", "oblivious")}
 
 
+def test_slides_row_has_no_worst_case_to_claim(tmp_path: Path) -> None:
+    save_all(tmp_path, [make_record("fgsm", [fooled(10, [0])] * 3, dataset="mnist", defense="invert-and-classify",
+                                    eps=(0.05, 0.1, 0.2))])
+    text = render_dir(tmp_path)
+    rows = table_rows(section_of(text, "mnist / resnet"))
+    published = rows[[r["defense"].split(" ")[0] for r in rows].index("invert-and-classify") + 1]
+    assert published["defense"] == "↳ Ilyas et al. 2017 (slides)" and published["fgsm"] == "82/80/73"
+    assert published["clean"] == "84" and published["worst case"] == "–"
+    headline = table_rows(section_of(text, "mnist / resnet"), "headline")[0]
+    assert headline["paper"] == "–"
+
+
 def test_no_paper_row_when_budgets_differ(tmp_path: Path) -> None:
     save_all(tmp_path, [make_record("fgsm", [fooled(4, [0])], eps=(8 / 255,))])
     assert "↳" not in section_of(render_dir(tmp_path))
@@ -255,13 +267,17 @@ def test_no_paper_row_when_budgets_differ(tmp_path: Path) -> None:
 
 def test_paper_tables_map_to_our_names() -> None:
     rows = paper.paper_rows()
-    assert len(rows) == 22
+    assert len(rows) == 24  # Tables 1 and 2 (22 rows) and the robust manifold slides (2)
     row = paper.find("cifar10", "vgg", "pixeldefend")
     assert row is not None and row.source.endswith("(Table 2)") and len(row.eps) == 3
     assert row.cells["cw-linf"] == (81, 79, 79) and row.cells[paper.WORST_CASE] == (80, 61, 48)
     blank_network = paper.find("fashion-mnist", "resnet", "adv-fgsm+adaptive-pixeldefend")
     assert blank_network is not None and blank_network.cells["uniform-noise"] == (91, 91)
     assert paper.find("fashion-mnist", "vgg", "adv-bim") is None
+    slides = paper.find("mnist", "resnet", "invert-and-classify")
+    assert slides is not None and slides.eps == (0.05, 0.1, 0.2) and slides.source.endswith("(slides)")
+    assert slides.cells == {paper.CLEAN: (84, 84, 84), "fgsm": (82, 80, 73)}  # CW has one number, not one per budget
+    assert paper.find("mnist", "resnet", "none").cells["fgsm"] == (1, 0, 0)
 
 
 # -- detection and figures ----------------------------------------------------------------------------------------
