@@ -88,23 +88,112 @@ def choose(dist: SubPixel, levels: torch.Tensor, eps: int, threshold_bits: float
     return new, margin
 
 
+class _Window:
+    """:func:`choose` for every sub-pixel of one purification (``threshold_bits`` included), fast.
+
+    Per sub-pixel, choose() is a few dozen operations on small tensors, whose cost is PyTorch's dispatch rather than
+    arithmetic. Here what does not depend on the sub-pixel is made once: the candidates' interval ends of every window
+    (a table indexed by the current level), the 8-bit grid, and buffers (with their views) for every intermediate. The
+    probabilities are those of :func:`mixture.channel_probs`, operation for operation, except that the weighted sum
+    over the mixture's components is taken in another order (so they agree to rounding); candidates outside 0..255
+    get probability exactly 0 (both interval ends infinite), so the best one is valid whenever it is positive. A
+    window whose best candidate is not a normal float goes to choose() itself: there the probabilities underflow
+    (choose() ranks them in log space) or, subnormal, have lost the precision that tells candidates apart, so that only
+    choose()'s own arithmetic picks what the reference picks."""
+
+    def __init__(self, eps: int, batch: int, channels: int, mixtures: int, threshold_bits: float | None,
+                 like: torch.Tensor) -> None:
+        self.eps, self.channels, self.mixtures, self.threshold_bits = eps, channels, mixtures, threshold_bits
+        count = 2 * eps + 1
+        self.top = min(2, count)
+        # the interval ends of levels -eps .. 255 + eps, as mixture._window_probs computes them; row v of the table:
+        # the count + 1 ends of the window around current level v (candidates v - eps .. v + eps)
+        ends = torch.arange(-eps, mixture.LEVELS + eps + 1, device=like.device).to(like.dtype) * (2 / 255) - 1
+        ends = ends - mixture.HALF_BIN
+        ends = ends.masked_fill(ends < -1, float("-inf")).masked_fill(ends > 1, float("inf"))
+        self.ends = ends.unfold(0, count + 1, 1)[:, None, :].contiguous()  # (256, 1, count + 1)
+        self.grid = mixture.to_grid(torch.arange(mixture.LEVELS, device=like.device).to(like.dtype) / 255)
+        # per-level work is (B, M, window): the windows' levels last, so that every operation runs along them
+        self.z = like.new_empty(batch, mixtures, count + 1)
+        self.below, self.above = torch.empty_like(self.z), torch.empty_like(self.z)
+        self.centre, self.from_below, self.from_above = (like.new_empty(batch, mixtures, count) for _ in range(3))
+        self.centre_below = torch.empty_like(self.centre, dtype=torch.bool)
+        self.ends_of = [(t[..., :-1], t[..., 1:]) for t in (self.z, self.below, self.above)]  # lower, upper ends
+        self.tiny = torch.finfo(like.dtype).tiny  # the smallest normal float
+        # constants as 0-dim tensors: a Python number is converted to a tensor at every call, as costly as the work
+        self.zero, self.min_log_scale = like.new_zeros(()), like.new_full((), mixture.MIN_LOG_SCALE)
+        self.t = like.new_empty(channels, batch)  # grid values of the chosen levels, per channel
+        self.t_rows = self.t.unbind(0)
+        self.t_cells = self.t.view(channels, batch, 1, 1).unbind(0)  # broadcasting against (B, M, 1)
+
+    def pixel(self, params: torch.Tensor, current: list[torch.Tensor], lo: list[torch.Tensor],
+              out: list[torch.Tensor]) -> torch.Tensor:
+        """The new levels of one pixel into ``out``, per channel (B,) like ``current`` and ``lo`` (current - eps),
+        from its mixture parameters (B, P); returns the pixel on the model's grid, (B, C).
+
+        Channel k's components are those of mixture._channel_components, the parameters taken apart once per pixel
+        (each (B, M, 1)): means shifted by the earlier channels' values, and weights times the likelihood of those
+        values (the posterior), whose sum over the earlier channels grows as they are chosen."""
+        c, t = self.channels, self.t.t()
+        rows = params.view(params.shape[0], -1, self.mixtures, 1).unbind(1)  # weights, C means, C log-scales, coeffs
+        log_w = torch.log_softmax(rows[0], 1)
+        coeffs = [torch.tanh(a) for a in rows[1 + 2 * c :]]
+        earlier = None  # log-likelihood of the earlier channels' values, per component
+        for k in range(c):
+            mean = rows[1 + k]
+            for prev in range(k):
+                mean = mean + coeffs[k * (k - 1) // 2 + prev] * self.t_cells[prev]
+            log_scale = torch.maximum(rows[1 + c + k], self.min_log_scale)
+            posterior = log_w if earlier is None else log_w + earlier
+            self._level(params, t, k, (posterior, mean, log_scale), current[k], lo[k], out[k])
+            torch.index_select(self.grid, 0, out[k], out=self.t_rows[k])
+            if k < c - 1:
+                here = mixture._log_bin_prob(self.t_cells[k], mean, log_scale)
+                earlier = here if earlier is None else earlier + here
+        return t
+
+    def _level(self, params: torch.Tensor, t: torch.Tensor, k: int,
+               components: tuple[torch.Tensor, torch.Tensor, torch.Tensor], current: torch.Tensor, lo: torch.Tensor,
+               out: torch.Tensor) -> None:
+        """Channel k's new levels into ``out`` (B,), from its components' log weights, means and log-scales."""
+        log_w, mean, log_scale = components
+        weights = torch.softmax(log_w, 1)
+        (z_lo, z_hi), (below_lo, below_hi), (above_lo, above_hi) = self.ends_of
+        z = torch.sub(self.ends.index_select(0, current), mean, out=self.z).mul_(torch.exp(-log_scale))
+        torch.sigmoid(z, out=self.below)
+        torch.sigmoid(torch.neg(z, out=self.above), out=self.above)
+        # each interval's probability from the side of the mean where its difference does not cancel
+        torch.lt(torch.add(z_hi, z_lo, out=self.centre), self.zero, out=self.centre_below)
+        torch.sub(below_hi, below_lo, out=self.from_below)
+        torch.sub(above_lo, above_hi, out=self.from_above)
+        per_level = torch.where(self.centre_below, self.from_below, self.from_above, out=self.centre)
+        best, index = (a[:, 0] for a in per_level.mul_(weights).sum(1).topk(self.top, dim=1))  # ties as choose()
+        if best.min().item() < self.tiny:
+            out.copy_(choose(SubPixel(params, t, k, self.mixtures), current, self.eps, self.threshold_bits)[0])
+            return
+        torch.add(index, lo, out=out)
+        if self.threshold_bits is not None:  # as in choose()
+            log_p = mixture.channel_log_probs(params, t, k, self.mixtures, current, 1)[:, 0]
+            torch.where(-log_p / math.log(2) <= self.threshold_bits, current, out, out=out)
+
+
 @torch.no_grad()
 def purify(model: nn.Module, x: torch.Tensor, eps: int, threshold_bits: float | None = None) -> torch.Tensor:
     """Algorithm 1 on a batch x (B, C, H, W) in [0, 1]; ``eps`` in 8-bit levels. Each activation computed once."""
     b, c, h, w = x.shape
-    levels = mixture.to_levels(x)
     inc = IncrementalPixelCNN(model, x)
+    window = _Window(eps, b, c, model.mixtures, threshold_bits, next(model.parameters()))
+    # levels (H, W * C, B): per row, the sub-pixels' (B,) views in raster order, channels inner
+    current = mixture.to_levels(x).permute(2, 3, 1, 0).reshape(h, w * c, b)
+    lo, new = current - eps, torch.empty_like(current)
     for r in range(h):
         inc.begin_row(r)
+        cur_row, lo_row, new_row = current[r].unbind(0), lo[r].unbind(0), new[r].unbind(0)
         for col in range(w):
+            sub = slice(col * c, (col + 1) * c)
             params = inc.params_at(r, col)
-            t = torch.zeros(b, c, device=x.device, dtype=params.dtype)
-            for k in range(c):
-                new, _ = choose(SubPixel(params, t, k, model.mixtures), levels[:, k, r, col], eps, threshold_bits)
-                levels[:, k, r, col] = new
-                t[:, k] = new.to(t.dtype) * (2 / 255) - 1
-            inc.set_pixel(r, col, levels[:, :, r, col].to(x.dtype) / 255)
-    return levels.to(x.dtype) / 255
+            inc.set_grid(r, col, window.pixel(params, cur_row[sub], lo_row[sub], new_row[sub]))
+    return new.view(h, w, c, b).permute(3, 2, 0, 1).to(x.dtype) / 255
 
 
 def soft_purify(model: nn.Module, x: torch.Tensor, eps: int, temperature: float = 1.0) -> torch.Tensor:

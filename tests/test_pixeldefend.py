@@ -200,6 +200,24 @@ def test_candidates_deep_in_a_tail_are_ranked_in_log_space():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
+def test_purification_deep_in_a_tail_equals_the_reference(channels):
+    # every position: one sharp component at level 10, so that the windows of the bright pixels underflow (ranked in
+    # log space) and those of the dark ones do not, in the same batch
+    model = tiny((channels, 3, 4))
+    m = model.mixtures
+    torch.nn.init.zeros_(model.head.weight)
+    with torch.no_grad():
+        model.head.bias.zero_()
+        model.head.bias[m : m + channels * m] = 10 * 2 / 255 - 1  # the means
+        model.head.bias[m + channels * m : m + 2 * channels * m] = -7.0  # the log-scales
+    x = torch.full((4, channels, 3, 4), 200 / 255)
+    x[:2] = 30 / 255
+    fast = purify(model, x, 32)
+    assert torch.equal(fast, purify_reference(model, x, 32)[0])
+    assert (mixture.to_levels(fast[2:]) == 168).all() and (mixture.to_levels(fast[:2]) == 10).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
 def test_window_log_probs_on_the_grid_equal_the_exact_conditionals(channels):
     model, eps = tiny((channels, 4, 5)), 3
     x = mixture.to_levels(torch.rand(2, channels, 4, 5)).clamp(eps, 255 - eps).double() / 255
