@@ -311,7 +311,7 @@ def _paper_row(published: paper.PaperRow, attacks: Sequence[str], per_row_eps: b
         *([_eps_text(published.eps)] if per_row_eps else []),
         clean_text,
         *cells,
-        _joined(published.cells[paper.WORST_CASE]) if paper.WORST_CASE in published.cells else DASH,
+        _joined(published.worst_case) if published.worst_case else DASH,
         DASH, DASH, DASH, DASH,
     ]
 
@@ -367,8 +367,8 @@ def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float,
         published = paper.find(dataset, model, h.defense)
         claim = DASH
         same_eps = published is not None and [format_eps(e) for e in published.eps] == [format_eps(e) for e in eps]
-        if same_eps and paper.WORST_CASE in published.cells:
-            claim = _joined(published.cells[paper.WORST_CASE])
+        if same_eps and published.worst_case:
+            claim = _joined(published.worst_case)
         o = h.overall
         body.append([
             h.defense + (f" {OBLIVIOUS_MARK}" if h.oblivious_only else ""),

@@ -90,6 +90,11 @@ class PaperRow:
     eps: tuple[float, ...]
     cells: Mapping[str, tuple[int, ...]]
 
+    @property
+    def worst_case(self) -> tuple[int, ...] | None:
+        """The source's own worst case per budget, None where it gives none (the slides)."""
+        return self.cells.get(WORST_CASE)
+
 
 def _read_reference(file: str) -> str:
     return resources.files("benchmark").joinpath("reference", file).read_text(encoding="utf-8")
