@@ -448,6 +448,22 @@ def pixeldefend_perf(cases: tuple[str, ...], batch: int, reference_rows: int, de
     _emit_perf("pixelcnn_training", [pixelcnn_training_speed(device=device)], save)
 
 
+@perf.command("network")
+@click.option("--dataset", default="mnist5k", show_default=True)
+@click.option("--model", "model_names", default="resnet,vgg", show_default=True, help="Comma-separated classifiers.")
+@click.option("--n", type=int, default=100, show_default=True, help="Images per pass.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Timed passes; the fastest is reported.")
+@click.option("--device", default="auto", show_default=True)
+@_save_option
+def network_perf(dataset: str, model_names: str, n: int, steps: int, device: str, save: Path | None) -> None:
+    """Cost of one forward and backward pass of a classifier, batch norms folded into convolutions or not."""
+    _setup(True)
+    from .perf_network import network_step_cost
+
+    names = [m.strip() for m in model_names.split(",") if m.strip()]
+    _emit_perf("network", network_step_cost(dataset, names, n=n, steps=steps, device=device), save)
+
+
 @perf.command("adaptive")
 @click.option("--dataset", default="mnist5k", show_default=True)
 @click.option("--model", default="resnet", show_default=True)
