@@ -4,4 +4,4 @@ Adapters run foolbox 3 or torchattacks wherever they have the attack (DeepFool a
 so that finished examples stop costing: active.py); L-BFGS (Szegedy et al.), JSMA and a warm-started CW-L2 are ours.
 :mod:`attacks.adaptive` turns a defended pipeline into one model for adaptive attacks (BPDA, EOT).
 """
-from . import autoattack, cw, gradient, lbfgs, manifold, onepixel, perturbation, saliency, substitute  # noqa: F401
+from . import autoattack, cw, cw_l0, gradient, lbfgs, manifold, onepixel, perturbation, saliency, substitute  # noqa: F401

@@ -230,3 +230,84 @@ def test_all_and_wildcards_leave_out_attacks_that_apply_to_no_selected_defense(t
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "bench: error: no attack of 'min-max*' applies to none under --threat adaptive")
+
+
+# -- Carlini-Wagner L0 --------------------------------------------------------------------------------------------
+
+def _l0(adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return ((adv - x).abs().flatten(1) > 1e-8).sum(1).float()
+
+
+def test_cw_l0_declares_what_it_is():
+    cls = ATTACKS.get("cw-l0").factory
+    assert (cls.norm, cls.kind, cls.needs_gradients, cls.randomised) == (Norm.L0, AttackKind.MINIMAL, True, False)
+
+
+@pytest.fixture(scope="module")
+def cw_l0_adversarials(setup) -> torch.Tensor:
+    from attacks.cw_l0 import CarliniWagnerL0
+
+    model, x, y = setup
+    return CarliniWagnerL0().run(model, x, y, None)
+
+
+def test_cw_l0_fools_changing_few_pixels(setup, cw_l0_adversarials):
+    from attacks.cw import CarliniWagnerL2
+
+    model, x, y = setup
+    correct = predict(model, x) == y
+    adv = cw_l0_adversarials
+    check_adversarial(x, adv, None, None, "cw-l0")
+    fooled = predict(model, adv) != y
+    assert fooled[correct].float().mean() >= 0.9
+    assert torch.equal(adv[~fooled], x[~fooled])  # nothing found (or misclassified already): x itself
+    # the L2 attack moves nearly every pixel a little; the L0 one a handful (of 64) a lot
+    l2_adv = CarliniWagnerL2().run(model, x, y, None)
+    both = fooled & (predict(model, l2_adv) != y) & correct
+    assert _l0(adv, x)[both].median() <= 0.25 * _l0(l2_adv, x)[both].median()
+    assert _l0(adv, x)[both].median() <= 16
+
+
+def test_cw_l0_shrinking_the_pixel_set_is_what_makes_it_sparse(setup, cw_l0_adversarials):
+    from attacks.cw_l0 import CarliniWagnerL0
+
+    model, x, y = setup
+    one_round = CarliniWagnerL0(max_rounds=1).run(model, x, y, None)  # masked CW L2 with every pixel allowed
+    full = cw_l0_adversarials
+    both = (predict(model, one_round) != y) & (predict(model, full) != y)
+    assert both.sum() >= N // 2
+    assert (_l0(full, x)[both] < _l0(one_round, x)[both]).float().mean() >= 0.9
+
+
+def test_cw_l0_removes_pixels_by_the_reference_rule():
+    from attacks.cw_l0 import CarliniWagnerL0
+
+    # margin Z_0 - Z_1 = sum of the pixels: its gradient is 1 everywhere, so a pixel's score is |its change|
+    model = nn.Sequential(nn.Flatten(), nn.Linear(100, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.ones(100), torch.zeros(100)]))
+        model[1].bias.zero_()
+    x0 = torch.full((2, 1, 10, 10), 0.25)
+    change = torch.full((2, 100), 0.5)
+    change[0, 10:30] = 0.001  # image 0: twenty negligible changes (score <= 0.01)
+    change[1, 50] = 0.001  # image 1: one negligible change, then 0.2 below the rest
+    change[1, 60] = 0.2
+    allowed = torch.ones(2, 1, 10, 10, dtype=torch.bool)
+    allowed.view(2, -1)[0, 10] = False  # a pixel no longer allowed is never picked again
+    adv = x0 + change.view_as(x0)
+    removed = CarliniWagnerL0()._to_remove(model, x0, torch.zeros(2, dtype=torch.long), adv, allowed).view(2, -1)
+    # 100 changed pixels allow ceil(0.3 * sqrt(100)) = 3 removals per round
+    assert removed[0].sum() == 3 and removed[0, 11:30].sum() == 3 and not removed[0, 10]
+    # image 1: the negligible pixel and then one more (the next lowest score), then stop
+    assert removed[1].nonzero().flatten().tolist() == [50, 60]
+
+
+def test_cw_l0_is_deterministic_and_works_under_no_grad(setup):
+    from attacks.cw_l0 import CarliniWagnerL0
+
+    model, x, y = setup
+    attack = CarliniWagnerL0(max_rounds=5)
+    first = attack.run(model, x[:8], y[:8], None)
+    with torch.no_grad():
+        second = attack.run(model, x[:8], y[:8], None)
+    assert torch.equal(first, second)
