@@ -295,10 +295,7 @@ def _our_row(row: Row, attacks: Sequence[str], per_row_eps: bool, marked: bool, 
 def _paper_match(dataset: str, model: str, row: Row) -> paper.PaperRow | None:
     if row.key.threat != paper.THREAT:
         return None
-    published = paper.find(dataset, model, row.key.defense)
-    if published is None or [format_eps(e) for e in published.eps] != [format_eps(e) for e in row.key.eps]:
-        return None
-    return published
+    return paper.find(dataset, model, row.key.defense, row.key.eps)
 
 
 def _paper_row(published: paper.PaperRow, attacks: Sequence[str], per_row_eps: bool) -> list[str]:
@@ -364,11 +361,8 @@ def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float,
     seeds = len({h.seed for h in heads}) > 1
     body = []
     for h in heads:
-        published = paper.find(dataset, model, h.defense)
-        claim = DASH
-        same_eps = published is not None and [format_eps(e) for e in published.eps] == [format_eps(e) for e in eps]
-        if same_eps and published.worst_case:
-            claim = _joined(published.worst_case)
+        published = paper.find(dataset, model, h.defense, eps)
+        claim = _joined(published.worst_case) if published is not None and published.worst_case else DASH
         o = h.overall
         body.append([
             h.defense + (f" {OBLIVIOUS_MARK}" if h.oblivious_only else ""),

@@ -260,6 +260,15 @@ def test_slides_row_has_no_worst_case_to_claim(tmp_path: Path) -> None:
     assert headline["paper"] == "–"
 
 
+def test_unbounded_slides_row_sits_beside_records_run_at_budget_1(tmp_path: Path) -> None:
+    save_all(tmp_path, [make_record("cw-l0", [fooled(10, [0, 1])], dataset="mnist", defense="invert-and-classify",
+                                    eps=(1.0,))])
+    rows = table_rows(section_of(render_dir(tmp_path), "mnist / resnet"))
+    published = rows[[r["defense"].split(" ")[0] for r in rows].index("invert-and-classify") + 1]
+    assert published["defense"] == "↳ Ilyas et al. 2017 (slides)"
+    assert published["cw-l0"] == "65" and published["clean"] == "84"
+
+
 def test_no_paper_row_when_budgets_differ(tmp_path: Path) -> None:
     save_all(tmp_path, [make_record("fgsm", [fooled(4, [0])], eps=(8 / 255,))])
     assert "↳" not in section_of(render_dir(tmp_path))
@@ -267,17 +276,23 @@ def test_no_paper_row_when_budgets_differ(tmp_path: Path) -> None:
 
 def test_paper_tables_map_to_our_names() -> None:
     rows = paper.paper_rows()
-    assert len(rows) == 24  # Tables 1 and 2 (22 rows) and the robust manifold slides (2)
-    row = paper.find("cifar10", "vgg", "pixeldefend")
+    assert len(rows) == 26  # Tables 1 and 2 (22 rows) and the robust manifold slides (2 defenses x 2 budget sets)
+    row = paper.find("cifar10", "vgg", "pixeldefend", (2 / 255, 8 / 255, 16 / 255))
     assert row is not None and row.source.endswith("(Table 2)") and len(row.eps) == 3
     assert row.cells["cw-linf"] == (81, 79, 79) and row.cells[paper.WORST_CASE] == (80, 61, 48)
-    blank_network = paper.find("fashion-mnist", "resnet", "adv-fgsm+adaptive-pixeldefend")
+    table1 = (8 / 255, 25 / 255)
+    blank_network = paper.find("fashion-mnist", "resnet", "adv-fgsm+adaptive-pixeldefend", table1)
     assert blank_network is not None and blank_network.cells["uniform-noise"] == (91, 91)
-    assert paper.find("fashion-mnist", "vgg", "adv-bim") is None
-    slides = paper.find("mnist", "resnet", "invert-and-classify")
-    assert slides is not None and slides.eps == (0.05, 0.1, 0.2) and slides.source.endswith("(slides)")
-    assert slides.cells == {paper.CLEAN: (84, 84, 84), "fgsm": (82, 80, 73)}  # CW has one number, not one per budget
-    assert paper.find("mnist", "resnet", "none").cells["fgsm"] == (1, 0, 0)
+    assert paper.find("fashion-mnist", "vgg", "adv-bim", table1) is None
+    assert paper.find("fashion-mnist", "resnet", "pixeldefend", (8 / 255,)) is None  # other budgets: no match
+    slides = paper.find("mnist", "resnet", "invert-and-classify", (0.05, 0.1, 0.2))
+    assert slides is not None and slides.source.endswith("(slides)")
+    assert slides.cells == {paper.CLEAN: (84, 84, 84), "fgsm": (82, 80, 73)}
+    assert paper.find("mnist", "resnet", "none", (0.05, 0.1, 0.2)).cells["fgsm"] == (1, 0, 0)
+    # the unbounded minimal CW attacks: one number each, at budget 1 (clipping to it changes nothing)
+    unbounded = paper.find("mnist", "resnet", "invert-and-classify", paper.UNBOUNDED)
+    assert unbounded is not None and unbounded.cells == {paper.CLEAN: (84,), "cw": (77,), "cw-l0": (65,)}
+    assert paper.find("mnist", "resnet", "none", (1.0,)).cells["cw-l0"] == (0,)
 
 
 # -- detection and figures ----------------------------------------------------------------------------------------
