@@ -1,5 +1,6 @@
-"""``bench examples``: clean, adversarial and defended images side by side, each with the classifier's label and
-confidence (the reproduction poster's Figure 3 for PixelDefend; any purifying defense works).
+"""``bench examples``: clean and adversarial images, each also after the defense, with the classifier's label and
+confidence (the reproduction poster's Figure 3 for PixelDefend; for the GAN projection and the deep image prior, what
+they make of clean and adversarial inputs alike; any purifying defense works).
 
 The attack is the oblivious one (crafted on the classifier, as in the paper's tables); the harness checks every
 adversarial image as in ``bench run``. Written to ``results/figures/<dataset>_<model>_<defense>_<attack>_examples.png``.
@@ -50,10 +51,13 @@ def examples_figure(dataset: str, model: str, defense_name: str, attack_name: st
     adv = generate(attack, classifier, points.x, points.y, (eps,), seed, n, dev).per_eps[0].to(dev)
     clean = points.x.to(dev)
     torch.manual_seed(seed)
+    purified_clean = defense.purify(clean)
     purified = defense.purify(adv)
     names = [str(c) for c in range(data.num_classes)]
-    rows = [("clean", clean), (f"{attack_name} {format_eps(eps)}", adv), (f"{defense_name}", purified)]
-    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.6), squeeze=False)
+    attacked = f"{attack_name} {format_eps(eps)}"
+    rows = [("clean", clean), (f"{defense_name}\n(clean)", purified_clean), (attacked, adv),
+            (f"{defense_name}\n({attacked})", purified)]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.85 * len(rows) + 0.05), squeeze=False)
     for r, (label, images) in enumerate(rows):
         titles = _labelled(classifier, images, names)
         for c in range(n):
