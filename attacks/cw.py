@@ -52,6 +52,13 @@ def _margin(logits: torch.Tensor, y: torch.Tensor, confidence: float) -> torch.T
     return true - others + confidence
 
 
+def unsettled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, confidence: float) -> torch.Tensor:
+    """Indices of the points the model still classifies correctly with the confidence margin: the ones to attack (the
+    others are adversarial already, so ``x`` is their smallest adversarial example)."""
+    with torch.no_grad():
+        return torch.nonzero(_margin(model(x), y, confidence) >= 0).flatten()
+
+
 class _Adam:
     """Adam on one tensor, foolbox's constants (beta1 0.9, beta2 0.999, epsilon 1e-8); ``step`` returns the update."""
 
@@ -82,10 +89,8 @@ class CarliniWagnerL2(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None) -> torch.Tensor:
         opts = self._options
         x = x.detach()
-        with torch.no_grad():
-            clean_margin = _margin(model(x), y, opts["confidence"])
         best = x.clone()
-        todo = torch.nonzero(clean_margin >= 0).flatten()  # the others are adversarial already: x is their best
+        todo = unsettled(model, x, y, opts["confidence"])
         if len(todo) == 0:
             return best
         x0, y0 = x[todo], y[todo]

@@ -28,7 +28,7 @@ from benchmark.attack import Attack
 from benchmark.registry import register_attack
 from benchmark.vocab import AttackKind, Norm
 
-from .cw import _Adam, _margin, _to_image, _to_tanh_space
+from .cw import _Adam, _margin, _to_image, _to_tanh_space, unsettled
 
 _CHANGED = 1e-4  # the reference code's test for a pixel that changed
 
@@ -46,13 +46,12 @@ class CarliniWagnerL0(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | None) -> torch.Tensor:
         opts = self._options
         x = x.detach()
-        with torch.no_grad():
-            clean_margin = _margin(model(x), y, 0.0)
         best = x.clone()
-        todo = torch.nonzero(clean_margin >= 0).flatten()  # the others are misclassified already: x is their best
+        todo = unsettled(model, x, y, 0.0)
         if len(todo) == 0:
             return best
         x0, y0 = x[todo], y[todo]
+        w0 = _to_tanh_space(x0)
         n = len(todo)
         allowed = torch.ones(n, 1, *x.shape[2:], dtype=torch.bool, device=x.device)
         delta = torch.zeros_like(x0)  # in tanh space, warm start of the next fit
@@ -62,7 +61,7 @@ class CarliniWagnerL0(Attack):
             idx = torch.nonzero(active).flatten()
             if len(idx) == 0:
                 break
-            found, adv, d, c = self._fit(model, x0[idx], y0[idx], delta[idx], allowed[idx], const[idx])
+            found, adv, d, c = self._fit(model, x0[idx], y0[idx], w0[idx], delta[idx], allowed[idx], const[idx])
             const[idx], delta[idx] = c, d
             ok = idx[found]
             best[todo[ok]] = adv[found]
@@ -73,11 +72,11 @@ class CarliniWagnerL0(Attack):
                 active[ok] &= allowed[ok].flatten(1).any(1)
         return best
 
-    def _fit(self, model, x0, y0, delta, allowed, const):
-        """CW L2 on the allowed pixels, raising the constant of images that found nothing. Returns per image whether
-        an adversarial iterate turned up, the one of smallest L2, its tanh-space perturbation and the constant used."""
+    def _fit(self, model, x0, y0, w0, delta, allowed, const):
+        """CW L2 on the allowed pixels (``w0``: ``x0`` in tanh space), raising the constant of images that found
+        nothing. Returns per image whether an adversarial iterate turned up, the one of smallest L2, its tanh-space
+        perturbation and the constant used."""
         opts = self._options
-        w0 = _to_tanh_space(x0)
         found = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
         best_adv, best_delta = x0.clone(), delta.clone()
         best_l2 = torch.full((len(x0),), math.inf, device=x0.device)
@@ -88,17 +87,17 @@ class CarliniWagnerL0(Attack):
                 break
             d_all = delta[pending].clone()
             adam = _Adam(d_all, float(opts["stepsize"]))
-            c, mask = const[pending], allowed[pending]
+            c, mask, x_p, y_p, w_p = const[pending], allowed[pending], x0[pending], y0[pending], w0[pending]
             for _ in range(int(opts["steps"])):
                 d = d_all.clone().requires_grad_(True)
                 with torch.enable_grad():  # the harness may call us under no_grad
-                    x_adv = torch.where(mask, _to_image(w0[pending] + d), x0[pending])
-                    margin = _margin(model(x_adv), y0[pending], 0.0)
-                    loss = (c * margin.clamp(min=0)).sum() + (x_adv - x0[pending]).flatten(1).square().sum()
+                    x_adv = torch.where(mask, _to_image(w_p + d), x_p)
+                    margin = _margin(model(x_adv), y_p, 0.0)
+                    loss = (c * margin.clamp(min=0)).sum() + (x_adv - x_p).flatten(1).square().sum()
                     (gradient,) = torch.autograd.grad(loss, d)
                 d_all -= adam.step(gradient)
                 is_adv = margin.detach() < 0
-                l2 = (x_adv.detach() - x0[pending]).flatten(1).norm(dim=1)
+                l2 = (x_adv.detach() - x_p).flatten(1).norm(dim=1)
                 better = is_adv & (l2 < best_l2[pending])
                 where = pending[better]
                 best_adv[where], best_delta[where], best_l2[where] = x_adv.detach()[better], d.detach()[better], l2[better]

@@ -35,6 +35,19 @@ def digits():
     return load_dataset("digits")
 
 
+# Attacks whose full run takes a minute on the digits get a shorter one where a test only checks that they run by
+# the rules (the contract and adaptive-pipeline tests); their own tests run them in full.
+SHORTENED_ATTACKS = {"cw-l0": {"max_rounds": 3}}
+
+
+@pytest.fixture(scope="session")
+def build_attack():
+    """The registered attack ``name``, shortened if it is in :data:`SHORTENED_ATTACKS`."""
+    from benchmark.registry import ATTACKS
+
+    return lambda name: ATTACKS.get(name).factory(**SHORTENED_ATTACKS.get(name, {}))
+
+
 @pytest.fixture(scope="session")
 def digits_classifier(digits):
     """The undefended ResNet-style classifier on scikit-learn's digits (trains in seconds; cached per session)."""

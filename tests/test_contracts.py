@@ -27,8 +27,6 @@ EXPENSIVE = {"autoattack": 0.3, "square": 0.3}
 # FGSM transferred from a substitute trained on 24 points a tenth); at 0.3, Papernot et al.'s MNIST budget, they must
 # fool at least the quarter asked of every attack.
 TRANSFERRED = {"substitute": 0.3, "substitute-bim": 0.3}
-# Attacks whose full run takes a minute on the digits get a shorter one here; their own tests run them in full.
-SHORTENED = {"cw-l0": {"max_rounds": 3}}
 ATTACK_CASES = [pytest.param(name, {**EXPENSIVE, **TRANSFERRED}.get(name, EPS), id=name)
                 for name in ATTACKS.names()] + [
     pytest.param(name, EPS, id=f"{name}-full", marks=pytest.mark.slow) for name in EXPENSIVE]
@@ -61,10 +59,10 @@ def gan_pipeline(digits, digits_classifier):
 
 
 @pytest.mark.parametrize("name, eps", ATTACK_CASES)
-def test_attack_contract(name, eps, digits_classifier, points, request):
+def test_attack_contract(name, eps, digits_classifier, points, request, build_attack):
     model, _ = digits_classifier
     x, y = points
-    attack = ATTACKS.get(name).factory(**SHORTENED.get(name, {}))
+    attack = build_attack(name)
     if attack.needs_generator:  # it attacks a GAN projection defense, adaptively: the contract holds there
         model = request.getfixturevalue("gan_pipeline")
     assert isinstance(attack.norm, Norm) and isinstance(attack.kind, AttackKind)

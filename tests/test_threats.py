@@ -124,11 +124,11 @@ def test_adaptive_pgd_on_the_undefended_classifier_is_plain_pgd(digits, digits_c
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
-def test_every_attack_runs_against_the_defended_pipeline(name, digits, digits_classifier, points):
+def test_every_attack_runs_against_the_defended_pipeline(name, digits, digits_classifier, points, build_attack):
     """Adaptive forms of every registered attack, through BPDA, with the harness's checks (bounds, budget, finite)."""
     model, _ = digits_classifier
     x, y = points[0][:8], points[1][:8]
-    attack = ATTACKS.get(name).factory(**({"max_rounds": 2} if name == "cw-l0" else {}))  # its rounds take a minute
+    attack = build_attack(name)
     eps = 0.3 if name in ("autoattack", "square") else EPS  # as in test_contracts: their short path
     wrapped = DefendedModel(model, _prepared("feature-squeezing", digits, model))
     if attack.needs_generator:  # feature squeezing has none: one line says where the attack runs
