@@ -7,7 +7,9 @@ registry becomes adaptive by being handed this wrapper as its ``model``: no atta
 - Differentiable purifiers pass their real gradients.
 - Non-differentiable ones (rounding, arg max) use BPDA: the forward pass is the real purifier, the backward pass goes
   through a differentiable approximation: the purifier's ``bpda_surrogate(x)`` where it defines one, else the identity
-  (straight-through).
+  (straight-through). A purifier that is an optimisation per input may offer ``bpda_forward()``: a fresh, stateful,
+  cheaper stand-in for its forward pass while gradients are taken (invert-and-classify warm-starts its projection from
+  the previous step's); predictions without gradients always run the real purifier.
 - Randomised pipelines use EOT: while gradients are being taken, the logits are averaged over ``eot_samples``
   independent draws of the pipeline, so the gradient is that of the expected logits (exact EOT for margin losses
   such as CW's, which are linear in the logits; a close stand-in for cross-entropy). Without gradients (an attack
@@ -69,6 +71,11 @@ def gradient_modes(defense: Defense) -> dict[str, str]:
     return modes
 
 
+def _bpda_forward(part: Defense) -> Any:
+    make = getattr(part, "bpda_forward", None)
+    return make() if callable(make) and not part.differentiable else None
+
+
 def _decider(defense: Defense) -> Defense | None:
     """The part that makes the decision itself, if any."""
     if not defense.classifies:
@@ -90,13 +97,20 @@ class DefendedModel(nn.Module):
         self.training = classifier.training
         # a deterministic pipeline gives the same gradient every draw: averaging would only cost time
         self.eot_samples = eot_samples if defense.randomised else 1
+        # per purifier, the stand-in for its forward pass in gradient steps (the real purify where none is offered)
+        self._forwards = [_bpda_forward(part) for part in _parts(defense)]
+
+    def bpda_forwards(self) -> dict[str, str]:
+        """What stands in for each purifier's forward pass in gradient steps, where it is not the purifier itself."""
+        return {part.name: forward.describe() for part, forward in zip(_parts(self.defense), self._forwards)
+                if forward is not None}
 
     def _purify_differentiably(self, x: torch.Tensor) -> torch.Tensor:
-        for part in _parts(self.defense):
+        for part, forward in zip(_parts(self.defense), self._forwards):
             if part.differentiable:
                 x = part.purify(x)
             else:
-                x = bpda(part.purify, x, getattr(part, "bpda_surrogate", None))
+                x = bpda(forward or part.purify, x, getattr(part, "bpda_surrogate", None))
         return x
 
     def _classify_differentiably(self, x: torch.Tensor) -> torch.Tensor:

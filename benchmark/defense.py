@@ -38,7 +38,9 @@ class Defense:
 
     A non-differentiable purifier may also define ``bpda_surrogate(self, x) -> Tensor``: a differentiable
     approximation of :meth:`purify` whose gradient adaptive attacks use instead (BPDA; see :mod:`attacks.adaptive`).
-    Without one they take the identity's gradient (straight-through).
+    Without one they take the identity's gradient (straight-through). A purifier that solves an optimisation per input
+    may define ``bpda_forward(self)``, returning a fresh callable that stands in for :meth:`purify`'s forward pass in
+    those gradient steps (cheaper, and free to keep state across the steps of one attack, e.g. warm starts).
 
     A defense that makes the decision itself (``classifies``) overrides :meth:`classify`; it may define
     ``classify_surrogate(self, classifier, x) -> Tensor``, differentiable logits that adaptive attacks take gradients

@@ -63,5 +63,9 @@ def adaptive_target(classifier: nn.Module, defense: Defense, options: ThreatOpti
     model = DefendedModel(classifier, defense, options.eot_samples).eval()
     modes = gradient_modes(defense)
     if attack.own_gradients is not None:
-        modes = {part: attack.own_gradients for part in modes}
-    return model, {"gradients": modes, "eot_samples": model.eot_samples}
+        return model, {"gradients": {part: attack.own_gradients for part in modes}, "eot_samples": model.eot_samples}
+    recorded = {"gradients": modes, "eot_samples": model.eot_samples}
+    forwards = model.bpda_forwards()
+    if forwards:  # only where a purifier offers one, so that other records keep their ids and options
+        recorded["bpda_forward"] = forwards
+    return model, recorded

@@ -77,28 +77,72 @@ def project(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[tor
     check_fits(generator, x)
     b, r = len(x), cfg.restarts
     target = x.detach().repeat_interleave(r, 0)  # image-major: rows i*R .. i*R+R-1 are image i's starts
-    z = cfg.starts(generator.latent).to(x.device, x.dtype).repeat(b, 1).requires_grad_(True)
-    opt = torch.optim.SGD([z], lr=cfg.lr, momentum=cfg.momentum)
-    decay_step = int(cfg.decay_at * cfg.steps)
+    z = cfg.starts(generator.latent).to(x.device, x.dtype).repeat(b, 1)
+    z, images = descend(generator, z, target, cfg.steps, cfg.lr, cfg.momentum, int(cfg.decay_at * cfg.steps))
+    errors = (images - target).square().flatten(1).mean(1).view(b, r)
+    best = errors.argmin(1)
+    rows = torch.arange(b, device=x.device) * r + best
+    return images[rows], z[rows], errors
+
+
+def descend(generator: nn.Module, z: torch.Tensor, target: torch.Tensor, steps: int, lr: float, momentum: float,
+            decay_step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` of SGD with momentum on each row's ||G(z) - target||^2 from ``z`` (rows independent); the learning
+    rate falls tenfold at ``decay_step``. Returns the final z and G(z), detached."""
+    z = z.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([z], lr=lr, momentum=momentum)
     with eval_mode(generator), torch.enable_grad():
-        for step in range(cfg.steps):
+        for step in range(steps):
             if step == decay_step:
-                opt.param_groups[0]["lr"] = cfg.lr / 10
+                opt.param_groups[0]["lr"] = lr / 10
             # summed over rows: each z's gradient is that of its own error, as if optimised alone
             loss = reconstruction_errors(generator, z, target).sum()
             (z.grad,) = torch.autograd.grad(loss, z)
             opt.step()
         with torch.no_grad():
-            images = generator(z)
-            errors = (images - target).square().flatten(1).mean(1).view(b, r)
-    best = errors.argmin(1)
-    rows = torch.arange(b, device=x.device) * r + best
-    return images[rows].detach(), z[rows].detach(), errors
+            return z.detach(), generator(z)
 
 
 def project_each(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> torch.Tensor:
     """The same projection one image at a time (its R restarts still batched): the speed benchmark's baseline."""
     return torch.cat([project(generator, x[i : i + 1], cfg)[0] for i in range(len(x))])
+
+
+class WarmStartProjection:
+    """The adaptive attacker's forward pass through the projection (BPDA), about a hundred times cheaper per step.
+
+    An iterative attack moves each input a little per step, so its projection moves a little too: a row whose input is
+    within ``reach`` (L-infinity) of that row's input at the previous call starts from the previous z* and takes
+    ``steps`` of SGD at the projection's final learning rate; any other row (the first call, a new image) gets the full
+    projection. Only the attacker's gradients come from here: every prediction that counts (the attack's success
+    checks without gradients, the harness's evaluation) runs the real projection. On 40 mnist5k test points moved by
+    random signs of 2, 8 and 25/255, 20 warm steps classified like the full projection on 100, 100 and 97.5% of them.
+    """
+
+    def __init__(self, generator: nn.Module, cfg: Projection, steps: int = 20, reach: float = 0.5) -> None:
+        self.generator, self.cfg = generator, cfg
+        self.steps, self.reach = positive_int("warm steps", steps), reach
+        self._x: torch.Tensor | None = None
+        self._z: torch.Tensor | None = None
+
+    def describe(self) -> str:
+        return (f"warm-started projection: {self.steps} steps from the previous z* of an input within {self.reach} "
+                f"(L-inf), else the full projection")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        warm = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        if self._x is not None and self._x.shape == x.shape:
+            warm = (x - self._x).flatten(1).abs().amax(1) <= self.reach
+        images = torch.empty_like(x)
+        z = torch.empty(len(x), self.generator.latent, device=x.device, dtype=x.dtype)
+        if warm.any():
+            z[warm], images[warm] = descend(self.generator, self._z[warm], x[warm], self.steps, self.cfg.lr / 10,
+                                            self.cfg.momentum)
+        if not warm.all():
+            images[~warm], z[~warm], _ = project(self.generator, x[~warm], self.cfg)
+        self._x, self._z = x, z
+        return images
 
 
 def check_fits(generator: nn.Module, x: torch.Tensor) -> None:
@@ -141,6 +185,12 @@ class InvertAndClassify(Defense):
         out = [project(self.generator, x[i : i + self.batch_size], self.projection)[0]
                for i in range(0, len(x), self.batch_size)]
         return torch.cat(out)
+
+    def bpda_forward(self) -> WarmStartProjection:
+        """A fresh stand-in for :meth:`purify` in adaptive attacks' gradient steps (see :class:`WarmStartProjection`)."""
+        if self.generator is None:
+            raise BenchError("invert-and-classify has no generator yet: prepare() (or use_generator()) loads one")
+        return WarmStartProjection(self.generator, self.projection)
 
     def options(self) -> dict[str, Any]:
         return {**self.projection.as_dict(), "gan": self.size, "gan_key": self.gan_key}

@@ -14,7 +14,7 @@ from benchmark.errors import BenchError
 from benchmark.gan_training import build_gan, check_gan_fits, gan_config, get_gan, train_gan
 from benchmark.store import ModelStore
 from defenses.deep_image_prior import DeepImagePrior, DIPFit, fit, fit_each
-from defenses.invert_and_classify import InvertAndClassify, Projection, project, project_each
+from defenses.invert_and_classify import InvertAndClassify, Projection, WarmStartProjection, project, project_each
 from models.gan import Generator
 
 SHAPE = (1, 8, 8)
@@ -57,6 +57,50 @@ def test_projection_is_batch_independent_and_seeded(tiny_generator, in_range):
     torch.testing.assert_close(batched, project_each(tiny_generator, in_range, cfg), atol=1e-6, rtol=0)
     assert torch.equal(batched, project(tiny_generator, in_range, cfg)[0])
     assert not torch.equal(batched, project(tiny_generator, in_range, Projection(steps=30, restarts=3, seed=8))[0])
+
+
+def test_warm_started_projection_follows_small_moves_and_projects_new_inputs_in_full(tiny_generator, in_range):
+    cfg = Projection(steps=100, restarts=4)
+    forward = WarmStartProjection(tiny_generator, cfg, steps=20, reach=0.3)
+    x = (in_range + 0.05 * torch.randn(in_range.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    assert torch.equal(forward(x), project(tiny_generator, x, cfg)[0]), "the first call is the full projection"
+
+    # a small move, as one attack step makes, and two rows replaced by new images (the generator's are near 0.45)
+    moved = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    moved[0], moved[1] = 0.0, 1.0
+    out = forward(moved)
+    full = project(tiny_generator, moved, cfg)[0]
+    assert torch.equal(out[:2], project(tiny_generator, moved[:2], cfg)[0]), "new inputs get the full projection"
+    warm_error = (out[2:] - moved[2:]).square().flatten(1).mean(1)
+    full_error = (full[2:] - moved[2:]).square().flatten(1).mean(1)
+    cold_error = (project(tiny_generator, moved[2:], Projection(steps=20, restarts=1))[0] - moved[2:]).square()
+    assert (warm_error <= 1.5 * full_error + 1e-6).all(), (warm_error, full_error)
+    assert warm_error.mean() < cold_error.flatten(1).mean(1).mean(), "20 warm steps beat 20 steps from a cold start"
+
+
+def test_adaptive_attacks_on_invert_and_classify_take_warm_forwards_and_record_them(tiny_generator, in_range):
+    from attacks.adaptive import DefendedModel
+    from benchmark.registry import ATTACKS
+    from benchmark.threats import ThreatOptions, adaptive_target
+
+    defense = InvertAndClassify(steps=30, restarts=2)
+    defense.generator = tiny_generator
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
+    model, recorded = adaptive_target(classifier, defense, ThreatOptions(), ATTACKS.get("pgd").factory())
+    assert recorded["gradients"] == {"invert-and-classify": "bpda-identity"}
+    assert "warm-started projection" in recorded["bpda_forward"]["invert-and-classify"]
+    calls = []
+    model._forwards[0] = lambda x: calls.append(len(x)) or project(tiny_generator, x, defense.projection)[0]
+    x = in_range.clone().requires_grad_(True)
+    model(x).sum().backward()
+    assert calls == [len(x)] and x.grad.abs().sum() > 0, "gradient steps go through the stand-in"
+    with torch.no_grad():
+        torch.testing.assert_close(model(in_range), classifier(defense.purify(in_range)))
+    assert calls == [len(x)], "predictions without gradients run the real projection"
+    assert "bpda_forward" not in adaptive_target(classifier, defense, ThreatOptions(),
+                                                 ATTACKS.get("min-max-manifold").factory())[1]
+    from defenses.feature_squeezing import FeatureSqueezing
+    assert DefendedModel(classifier, FeatureSqueezing(), 1).bpda_forwards() == {}
 
 
 def test_dip_loss_falls_and_stops_at_the_set_count():
