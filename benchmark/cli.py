@@ -467,19 +467,20 @@ def network_perf(dataset: str, model_names: str, n: int, steps: int, device: str
 @perf.command("adaptive")
 @click.option("--dataset", default="mnist5k", show_default=True)
 @click.option("--model", default="resnet", show_default=True)
-@click.option("--defense", "defense_names", default="none,feature-squeezing,pixeldefend,adaptive-pixeldefend",
-              show_default=True, help="Comma-separated defenses (compositions with '+' allowed).")
+@click.option("--defense", "defense_spec", default="all", show_default=True,
+              help="Defenses, as `bench run` takes them ('all', a list, compositions with '+').")
 @click.option("--n", type=int, default=32, show_default=True, help="Images per step.")
 @click.option("--steps", type=int, default=3, show_default=True, help="Timed steps; the fastest is reported.")
 @click.option("--device", default="auto", show_default=True)
 @_save_option
-def adaptive_perf(dataset: str, model: str, defense_names: str, n: int, steps: int, device: str,
+def adaptive_perf(dataset: str, model: str, defense_spec: str, n: int, steps: int, device: str,
                   save: Path | None) -> None:
     """Cost of one adaptive attack step (forward and backward through the defended pipeline), ms per image."""
     _setup(True)
     from .perf_adaptive import adaptive_step_cost
+    from .registry import DEFENSES
 
-    names = [d.strip() for d in defense_names.split(",") if d.strip()]
+    names = DEFENSES.select(defense_spec)
     _emit_perf("adaptive", adaptive_step_cost(dataset, model, names, n=n, steps=steps, device=device), save)
 
 

@@ -4,7 +4,8 @@ One step is one forward and one backward pass of the loss through the defended p
 takes it (:class:`attacks.adaptive.DefendedModel`: real gradients, BPDA, EOT with the default number of draws), on a
 batch of clean test points. Reported in milliseconds per image per step, with how the pipeline is differentiated, so
 that the cost of a whole attack is (steps x restarts x images) times it: BPDA on PixelDefend purifies once per step
-(a randomised defense: once per EOT draw) and so relies on the fast purifier.
+(a randomised defense: once per EOT draw) and so relies on the fast purifier. The first step is not counted: it warms
+caches up, and invert-and-classify's attacker projects in full only there (later steps start from the previous z*).
 """
 from __future__ import annotations
 
@@ -52,5 +53,6 @@ def adaptive_step_cost(dataset_name: str, model_name: str, defenses: Sequence[st
         rows.append({"dataset": dataset_name, "model": model_name, "defense": name,
                      "gradients": ", ".join(f"{k}: {v}" for k, v in gradient_modes(defense).items()) or "exact",
                      "eot_samples": model.eot_samples, "n": n, "ms_per_image_step": round(1000 * step / n, 3),
-                     "torch_threads": torch.get_num_threads()})
+                     "torch_threads": torch.get_num_threads(),
+                     "bpda_forward": "; ".join(f"{k}: {v}" for k, v in model.bpda_forwards().items()) or "-"})
     return rows
