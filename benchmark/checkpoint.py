@@ -1,5 +1,6 @@
-"""Per-epoch training state beside a model's final checkpoint, so that an interrupted training resumes at its last
-finished epoch (PixelCNN, classifiers). Tensors go to safetensors (no code runs on loading), counters to JSON."""
+"""Training state beside a model's final checkpoint, so that an interrupted training resumes where it was last saved:
+after an epoch (PixelCNN, GAN, classifiers) or, for classifiers, also within one. Tensors go to safetensors (no code
+runs on loading), counters to JSON."""
 from __future__ import annotations
 
 import json

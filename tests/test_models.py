@@ -41,6 +41,27 @@ def test_interrupted_classifier_training_resumes_to_the_same_weights(digits, res
         fresh, lambda model, folder: train_classifier(model, digits, cfg, loss, torch.device("cpu"), 0, folder=folder))
 
 
+def test_classifier_training_killed_inside_an_epoch_resumes_to_the_same_weights(digits, resumes_after_a_kill):
+    import torch.nn.functional as F
+
+    from benchmark.training import TrainConfig, train_classifier
+    from benchmark.zoo import build_classifier
+
+    cfg = TrainConfig(epochs=2, batch_size=256)
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_classifier(digits, "resnet")
+
+    def loss(model, x, y):
+        return F.cross_entropy(model((x + 0.01 * torch.randn_like(x)).clamp(0, 1)), y)
+
+    def train(model, folder):  # saves after every batch: the kill comes after the first epoch's first batch
+        return train_classifier(model, digits, cfg, loss, torch.device("cpu"), 0, folder=folder, save_every=0.0)
+
+    resumes_after_a_kill(fresh, train)
+
+
 def _with_batch_norm_statistics(model: torch.nn.Module) -> torch.nn.Module:
     """Random running statistics and affine parameters, so that folding them has something to get wrong."""
     torch.manual_seed(1)
