@@ -38,8 +38,9 @@ class Headline:
     unchecked: int  # records without sanity checks (written before they existed)
 
     @property
-    def oblivious_only(self) -> bool:
-        return set(self.per_threat) == {"oblivious"}
+    def not_adaptive(self) -> bool:
+        """Evaluated only by attackers who do not know the defense (oblivious, transfer)."""
+        return "adaptive" not in self.per_threat
 
 
 INFERENCE_TRAITS = {"purifies", "classifies", "detects"}

@@ -6,7 +6,7 @@ Rules:
   (:mod:`benchmark.headline`): one row per defense and seed, the per-example worst case over all its records at the
   section's headline budgets, every threat model included, with each threat model's own worst case, the paper's
   worst case, and the sanity checks' findings (:mod:`benchmark.sanity`); sorted like the details rows. A defense
-  with only oblivious records is marked (†).
+  without an adaptive record (only oblivious or transfer ones) is marked (†).
 - The details table follows: one row per group of records that share
   defense, threat model and its options, n, seed, budgets (values and norm) and test points (``test_points_sha256``): records that
   differ in any of them are never merged. Budgets are L-infinity except those of a fixed-eps attack in another norm
@@ -20,7 +20,8 @@ Rules:
 - Worst case, per example: an example is robust at budget b only if the defended pipeline classifies it correctly
   when clean and under every attack of the row at b. It is not the minimum of the columns, and can be lower.
 - Budgets go in the section heading when every row shares them, else in a column.
-- An oblivious row of a defense that has no adaptive record on the same data set and classifier is marked (†),
+- An oblivious or transfer row of a defense that has no adaptive record on the same data set and classifier is
+  marked (†),
   unless the defense has no inference-time part (adversarial training, label smoothing): the oblivious attacker then
   attacks the whole pipeline, so its records count as adaptive too (headline column "adaptive" included).
 - Under an oblivious row whose (data set, model, defense) and budgets match a published row of the PixelDefend paper
@@ -86,7 +87,8 @@ gradients through the pipeline, a gradient-free attack beating every gradient at
 Threat models: `oblivious` attacks the undefended classifier and then applies the defense (the protocol of the
 PixelDefend paper's tables); `adaptive` attacks the whole defended pipeline, with BPDA and EOT where needed (the honest
 number); `transfer` attacks a separately trained substitute classifier.
-{OBLIVIOUS_MARK} marks a defense that has only oblivious numbers here: they say nothing about an attacker who knows it.
+{OBLIVIOUS_MARK} marks a defense with no adaptive numbers here (oblivious or transfer attacks only): they say nothing
+about an attacker who knows it.
 A defense with no inference-time part (adversarial training, label smoothing) is its classifier, so the oblivious
 attacks on it are white-box: they count in its "adaptive" column too, and it is never marked.
 
@@ -330,7 +332,7 @@ def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[s
         # its worst case misses attacks that other rows with budgets in its norm faced
         incomplete = len(row.records) < len(same_norm[row.key.norm])
         any_incomplete |= incomplete
-        marked = row.key.threat == "oblivious" and (dataset, model, row.key.defense) not in adaptive
+        marked = row.key.threat != "adaptive" and (dataset, model, row.key.defense) not in adaptive
         any_marked |= marked
         threat = row.threat_label
         if labels[(row.key.defense, threat, row.key.n, row.key.seed, row.key.eps, row.key.norm)] > 1:
@@ -365,7 +367,7 @@ def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float,
         claim = _joined(published.worst_case) if published is not None and published.worst_case else DASH
         o = h.overall
         body.append([
-            h.defense + (f" {OBLIVIOUS_MARK}" if h.oblivious_only else ""),
+            h.defense + (f" {OBLIVIOUS_MARK}" if h.not_adaptive else ""),
             *([str(h.seed)] if seeds else []),
             str(_percent(o.clean, o.n)),
             _threat_cell(h.per_threat.get("oblivious"), o.n, DASH),
@@ -493,8 +495,8 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     parts.append(f"### Details ({dataset} / {model})")
     parts.append(table)
     if any_marked:
-        parts.append(f"{OBLIVIOUS_MARK} oblivious only: no adaptive evaluation of this defense on {dataset} / {model} "
-                     "yet: its numbers say nothing about an attacker who knows the defense.")
+        parts.append(f"{OBLIVIOUS_MARK} no adaptive evaluation of this defense on {dataset} / {model} yet (oblivious "
+                     "or transfer attacks only): its numbers say nothing about an attacker who knows the defense.")
     if any_incomplete:
         parts.append(f"{INCOMPLETE_MARK} worst case over fewer attacks than this section has (see the \"{DASH}\" cells): "
                      "an upper bound until the missing cells are run.")

@@ -220,7 +220,21 @@ def test_oblivious_only_marker(tmp_path: Path, grid: list[dict[str, Any]]) -> No
     text = render_dir(tmp_path)
     assert row_for(text, "none")["defense"] == "none †"
     assert row_for(text, "adv-fgsm")["defense"] == "adv-fgsm"  # an adaptive record exists
-    assert "† oblivious only" in text
+    assert "† no adaptive evaluation" in text
+
+
+def test_transfer_attacks_do_not_lift_the_marker(tmp_path: Path) -> None:
+    """A transfer attacker does not know the defense either: only an adaptive record removes the mark."""
+    records = [make_record("fgsm", [fooled(10, [0]), fooled(10, [0, 1])], defense="jpeg"),
+               make_record("fgsm", [fooled(10, [2]), fooled(10, [2, 3])], defense="jpeg", threat="transfer",
+                           threat_options={"substitute": "vgg", "substitute_seed": 1})]
+    save_all(tmp_path, records)
+    text = render_dir(tmp_path)
+    assert headline_row(text, "jpeg")["defense"] == "jpeg †"
+    assert [r["defense"] for r in table_rows(section_of(text), "details")] == ["jpeg †", "jpeg †"]
+    save_all(tmp_path, [make_record("pgd", [fooled(10, [4]), fooled(10, [4])], defense="jpeg", threat="adaptive",
+                                    threat_options={"eot_samples": 10, "eval_draws": 5})])
+    assert headline_row(render_dir(tmp_path), "jpeg")["defense"] == "jpeg"
 
 
 def test_a_defense_without_an_inference_part_is_attacked_white_box_under_every_threat(tmp_path: Path) -> None:
