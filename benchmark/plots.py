@@ -102,8 +102,10 @@ def robustness_curves(results_dir: Path) -> list[Path]:
 
     written = []
     for (dataset, model), curves in sorted(_curve_records(load_all(results_dir)).items()):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (defense, attack), r in sorted(curves.items(), key=lambda item: natural_key(item[0][0])):
+        fig, ax = plt.subplots(figsize=(10, 5))
+        # twenty colours, then markers and line styles too: every curve stays tellable apart
+        colours, markers, lines = plt.get_cmap("tab20").colors, "osD^vP", ("-", "--", ":")
+        for i, ((defense, attack), r) in enumerate(sorted(curves.items(), key=lambda item: natural_key(item[0][0]))):
             out, n = r.data["outcomes"], r.data["config"]["n"]
             counts = [sum(out["clean_correct"])] + [sum(row) for row in out["adv_correct"]]
             xs = [0.0] + [255 * float(e) for e in r.data["config"]["eps"]]
@@ -112,12 +114,13 @@ def robustness_curves(results_dir: Path) -> list[Path]:
             ys = [100 * k / n for k in counts]
             bounds = [wilson_interval(k, n) for k in counts]
             err = [[y - 100 * lo for y, (lo, _) in zip(ys, bounds)], [100 * hi - y for y, (_, hi) in zip(ys, bounds)]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{defense} ({attack}, n={n})")
+            ax.errorbar(xs, ys, yerr=err, marker=markers[i % len(markers)], linestyle=lines[i // 20 % len(lines)],
+                        color=colours[i % 20], capsize=3, label=f"{defense} ({attack}, n={n})")
         ax.set_xlabel("budget ε (L∞, in 1/255)")
         ax.set_ylabel("accuracy under adaptive attack (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.set_title(f"{dataset} / {model}: robustness curves (adaptive, 95% Wilson intervals)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes, never over a curve
         written.append(_save(fig, Path(results_dir) / FIGURES_SUBDIR / f"{dataset}_{model}_robustness_curve.png"))
     return written
