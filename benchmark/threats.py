@@ -62,10 +62,10 @@ def adaptive_target(classifier: nn.Module, defense: Defense, options: ThreatOpti
         return DefendedModel(classifier, defense, 1).eval(), {"gradients": {}, "eot_samples": 1}
     model = DefendedModel(classifier, defense, options.eot_samples).eval()
     modes = gradient_modes(defense)
-    if attack.own_gradients is not None:
-        return model, {"gradients": {part: attack.own_gradients for part in modes}, "eot_samples": model.eot_samples}
-    recorded = {"gradients": modes, "eot_samples": model.eot_samples}
     forwards = model.bpda_forwards()
+    if attack.own_gradients is not None:  # it never differentiates the purifiers, nor runs their stand-ins
+        modes, forwards = {part: attack.own_gradients for part in modes}, {}
+    recorded = {"gradients": modes, "eot_samples": model.eot_samples}
     if forwards:  # only where a purifier offers one, so that other records keep their ids and options
         recorded["bpda_forward"] = forwards
     return model, recorded

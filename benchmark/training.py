@@ -118,6 +118,15 @@ def train_classifier(
     bar = progress(total=cfg.epochs * steps_per_epoch, initial=done * steps_per_epoch + start, desc=desc,
                    unit="batch")
     model.train()
+
+    def save(epochs_done: int, perm: torch.Tensor, batch: int = 0) -> float:
+        """Keep the state; ``batch`` > 0 is a save inside an epoch (its order and position go along). Returns when."""
+        state = {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state()}
+        if batch:
+            state.update({"perm": perm, "batch": torch.tensor(batch)})
+        checkpoint.save(model, opt, epochs_done, 0.0, state)
+        return time.monotonic()
+
     last_save = time.monotonic()
     for epoch in range(done, cfg.epochs):
         perm = extra["perm"] if start else torch.randperm(len(train), generator=gen)
@@ -133,15 +142,10 @@ def train_classifier(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
             if checkpoint is not None and batch + 1 < steps_per_epoch and time.monotonic() - last_save > save_every:
-                state = {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state(), "perm": perm,
-                         "batch": torch.tensor(batch + 1)}
-                checkpoint.save(model, opt, epoch, 0.0, state)
-                last_save = time.monotonic()
+                last_save = save(epoch, perm, batch + 1)
         start = 0
         if checkpoint is not None and epoch + 1 < cfg.epochs:
-            state = {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state()}
-            checkpoint.save(model, opt, epoch + 1, 0.0, state)
-            last_save = time.monotonic()
+            last_save = save(epoch + 1, perm)
     bar.close()
     model.eval()
     metrics = {

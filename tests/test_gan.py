@@ -82,6 +82,7 @@ def test_adaptive_attacks_on_invert_and_classify_take_warm_forwards_and_record_t
     from attacks.adaptive import DefendedModel
     from benchmark.registry import ATTACKS
     from benchmark.threats import ThreatOptions, adaptive_target
+    from defenses.feature_squeezing import FeatureSqueezing
 
     defense = InvertAndClassify(steps=30, restarts=2)
     defense.generator = tiny_generator
@@ -99,7 +100,6 @@ def test_adaptive_attacks_on_invert_and_classify_take_warm_forwards_and_record_t
     assert calls == [len(x)], "predictions without gradients run the real projection"
     assert "bpda_forward" not in adaptive_target(classifier, defense, ThreatOptions(),
                                                  ATTACKS.get("min-max-manifold").factory())[1]
-    from defenses.feature_squeezing import FeatureSqueezing
     assert DefendedModel(classifier, FeatureSqueezing(), 1).bpda_forwards() == {}
 
 

@@ -48,6 +48,7 @@ def test_classifier_training_killed_inside_an_epoch_resumes_to_the_same_weights(
     from benchmark.zoo import build_classifier
 
     cfg = TrainConfig(epochs=2, batch_size=256)
+    assert len(digits.train) > 2 * cfg.batch_size, "the first save must fall inside the first epoch"
 
     def fresh():
         torch.manual_seed(0)
