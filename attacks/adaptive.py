@@ -86,7 +86,7 @@ def _decider(defense: Defense) -> Defense | None:
 class DefendedModel(nn.Module):
     """classifier(defense.purify(x)) with usable gradients (see the module's docstring); logits out, shape (N, K)."""
 
-    def __init__(self, classifier: nn.Module, defense: Defense, eot_samples: int = 10) -> None:
+    def __init__(self, classifier: nn.Module, defense: Defense, eot_samples: int = 10, stand_ins: bool = True) -> None:
         super().__init__()
         if eot_samples < 1:
             raise ValueError(f"eot_samples must be at least 1, got {eot_samples}")
@@ -97,8 +97,9 @@ class DefendedModel(nn.Module):
         self.training = classifier.training
         # a deterministic pipeline gives the same gradient every draw: averaging would only cost time
         self.eot_samples = eot_samples if defense.randomised else 1
-        # per purifier, the stand-in for its forward pass in gradient steps (the real purify where none is offered)
-        self._forwards = [_bpda_forward(part) for part in _parts(defense)]
+        # per purifier, the stand-in for its forward pass in gradient steps (the real purify where none is offered
+        # or stand-ins are off)
+        self._forwards = [_bpda_forward(part) if stand_ins else None for part in _parts(defense)]
 
     def bpda_forwards(self) -> dict[str, str]:
         """What stands in for each purifier's forward pass in gradient steps, where it is not the purifier itself."""

@@ -96,6 +96,9 @@ def _common_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="Adaptive, randomised defenses: draws of the pipeline averaged per gradient (EOT).")
 @click.option("--eval-draws", type=click.IntRange(min=1), default=5, show_default=True,
               help="Adaptive, randomised defenses: draws per evaluated input; correct only if correct in all.")
+@click.option("--real-forward", is_flag=True,
+              help="Adaptive: run each purifier itself in every gradient step, not the cheaper stand-in some offer "
+                   "(bpda_forward); slower, and a separate record that shows what the stand-in costs the attack.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Where records are written (and looked up to resume).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
@@ -112,7 +115,8 @@ def _common_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="Ray: the workers' cache folder (BENCH_CACHE: models, adversarial inputs), e.g. on a shared file "
                    "system; default: each worker's own. Checkpoints reach workers through Ray's object store anyway.")
 @_common_model_options
-def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_samples, eval_draws, results_dir,
+def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_samples, eval_draws, real_forward,
+        results_dir,
         batch_size, executor, address, gpus_per_cell, cell_retries, worker_cache, data_root, download, device, seed,
         quiet) -> None:
     """Evaluate defenses against attacks; one record per cell under RESULTS_DIR (finished cells are skipped)."""
@@ -129,12 +133,15 @@ def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_sa
     from .vocab import Threat
 
     _report_broken_plugins()
+    if real_forward and threat != "adaptive":
+        raise BenchError(f"--real-forward only applies to --threat adaptive, not {threat}")
     defenses = tuple(DEFENSES.select(defense_spec))
     plan = RunPlan(
         dataset=dataset, model=model, defenses=defenses,
         attacks=_applicable_attacks(attack_spec, defenses, Threat(threat)),
         eps=parse_eps_list(eps_values) if eps_values else None,
-        n=n, threat=Threat(threat), threat_options=ThreatOptions(eot_samples, eval_draws), seed=seed, device=device,
+        n=n, threat=Threat(threat), threat_options=ThreatOptions(eot_samples, eval_draws, not real_forward),
+        seed=seed, device=device,
         results_dir=results_dir, batch_size=batch_size, data_root=data_root, download=download,
     )
     ray_only = {"--address": address, "--gpus-per-cell": gpus_per_cell, "--worker-cache": worker_cache}

@@ -131,8 +131,9 @@ class Row:
         options = json.loads(self.key.threat_options or "{}")
         if "eot_samples" in options:
             randomised = "randomised" in str((self.records[0].data.get("defense") or {}).get("traits", ""))
-            return f"{self.key.threat} (EOT {options['eot_samples']}, {options['eval_draws']} draws)" if randomised \
+            label = f"{self.key.threat} (EOT {options['eot_samples']}, {options['eval_draws']} draws)" if randomised \
                 else self.key.threat
+            return f"{label}, real forward" if options.get("bpda_forward") == "real" else label
         if "substitute" in options:
             return f"{self.key.threat} (from {options['substitute']} seed {options['substitute_seed']})"
         return self.key.threat

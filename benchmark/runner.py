@@ -34,7 +34,8 @@ def _resolve(plan: RunPlan) -> tuple[dict, dict]:
     MODELS.get(plan.model)
     if plan.threat == Threat.TRANSFER:
         MODELS.get(substitute_for(plan.model, plan.seed)[0])
-    for name, value in vars(plan.threat_options).items():
+    for name in ("eot_samples", "eval_draws"):
+        value = getattr(plan.threat_options, name)
         if value < 1:
             raise BenchError(f"--{name.replace('_', '-')} {value} must be a positive integer")
     defenses = {name: build_defense(name) for name in plan.defenses}

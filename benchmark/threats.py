@@ -24,10 +24,12 @@ SUBSTITUTE_ARCH = {"resnet": "vgg", "vgg": "resnet"}
 
 @dataclass(frozen=True)
 class ThreatOptions:
-    """Knobs of the adaptive threat model; both only matter for randomised defenses."""
+    """Knobs of the adaptive threat model: the first two only matter for randomised defenses, the last only for
+    purifiers that offer a cheaper stand-in for their forward pass in gradient steps (``bpda_forward``)."""
 
     eot_samples: int = 10  # draws of the pipeline averaged per gradient (EOT)
     eval_draws: int = 5  # draws per final evaluation; robust only if correct in all
+    stand_ins: bool = True  # False: the real purifier in every gradient step (slow; checks what a stand-in costs)
 
 
 def substitute_for(arch: str, seed: int) -> tuple[str, int]:
@@ -39,7 +41,9 @@ def config_options(threat: Threat, arch: str, seed: int, options: ThreatOptions)
     """What a record's id must depend on beyond the cell, per threat model (None for oblivious: ids stay as they
     were before other threat models existed)."""
     if threat == Threat.ADAPTIVE:
-        return {"eot_samples": options.eot_samples, "eval_draws": options.eval_draws}
+        ids = {"eot_samples": options.eot_samples, "eval_draws": options.eval_draws}
+        # only when off, so that the ids of records made with stand-ins (the default) stay as they were
+        return ids if options.stand_ins else {**ids, "bpda_forward": "real"}
     if threat == Threat.TRANSFER:
         sub_arch, sub_seed = substitute_for(arch, seed)
         return {"substitute": sub_arch, "substitute_seed": sub_seed}
@@ -60,7 +64,7 @@ def adaptive_target(classifier: nn.Module, defense: Defense, options: ThreatOpti
 
     if not attack.needs_gradients:
         return DefendedModel(classifier, defense, 1).eval(), {"gradients": {}, "eot_samples": 1}
-    model = DefendedModel(classifier, defense, options.eot_samples).eval()
+    model = DefendedModel(classifier, defense, options.eot_samples, stand_ins=options.stand_ins).eval()
     modes = gradient_modes(defense)
     forwards = model.bpda_forwards()
     if attack.own_gradients is not None:  # it never differentiates the purifiers, nor runs their stand-ins

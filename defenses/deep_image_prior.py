@@ -99,6 +99,52 @@ def fit_each(x: torch.Tensor, cfg: DIPFit) -> torch.Tensor:
     return torch.cat(outs)
 
 
+class RefreshedFit:
+    """The adaptive attacker's forward pass through the deep image prior (BPDA): one fit per image every ``refresh``
+    gradient steps instead of one per step.
+
+    A fit removes a part r = DIP(x) - x of its input. An iterative attack moves each input a little per step, so between
+    fits this stand-in keeps each row's last r and returns x + r: the attack sees its own progress, and the part the
+    prior removed is the one of a nearby input. A row gets a new fit at the first call, after ``refresh`` calls since
+    its last fit, and whenever its input is farther than ``reach`` (L-infinity) from the one last fit (a new image).
+    Only the attacker's gradients come from here: every prediction that counts (the attack's success checks without
+    gradients, the harness's evaluation) runs the real fit, so a poor stand-in can only make the attack weaker, never
+    count an input that the defense classifies correctly as broken. ``bench run --threat adaptive --real-forward``
+    runs the real fit in every step instead, to check.
+    """
+
+    def __init__(self, cfg: DIPFit, batch_size: int, refresh: int = 10, reach: float = 0.5) -> None:
+        self.cfg, self.batch_size = cfg, batch_size
+        self.refresh, self.reach = positive_int("refresh", refresh), reach
+        self._x: torch.Tensor | None = None  # per row: the input last fit
+        self._removed: torch.Tensor | None = None  # per row: what that fit removed, DIP(x) - x
+        self._age: torch.Tensor | None = None  # per row: calls since its last fit
+
+    def describe(self) -> str:
+        return (f"refreshed fit: a full fit every {self.refresh} steps (or for an input farther than {self.reach} "
+                f"L-inf from the last one fit), in between the input plus what that fit removed")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        stale = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        if self._x is not None and self._x.shape == x.shape:
+            near = (x - self._x).flatten(1).abs().amax(1) <= self.reach
+            stale = ~near | (self._age >= self.refresh)
+        else:
+            self._x, self._removed = x.clone(), torch.zeros_like(x)
+            self._age = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        if stale.any():
+            rows = x[stale]
+            fitted = torch.cat([fit(rows[i : i + self.batch_size], self.cfg)[0]
+                                for i in range(0, len(rows), self.batch_size)])
+            self._x[stale], self._removed[stale], self._age[stale] = rows, fitted - rows, 0
+        self._age += 1
+        out = (x + self._removed).clamp(0, 1)
+        if stale.any():
+            out[stale] = fitted  # exactly the fit (x + (fit - x) may round differently)
+        return out
+
+
 # Counts measured by `bench train dip --dataset NAME` (benchmark/dip_tuning.py: the undefended ResNet, 100 validation
 # images, FGSM at the largest default budget); a data set missing here is tuned on first use and cached.
 # digits (100 validation images): clean 95%, FGSM 25/255 68% at 100 iterations (undefended: 98%, 61%).
@@ -144,6 +190,10 @@ class DeepImagePrior(Defense):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config()
         return torch.cat([fit(x[i : i + self.batch_size], cfg)[0] for i in range(0, len(x), self.batch_size)])
+
+    def bpda_forward(self) -> RefreshedFit:
+        """A fresh stand-in for :meth:`purify` in adaptive attacks' gradient steps (see :class:`RefreshedFit`)."""
+        return RefreshedFit(self.config(), self.batch_size)
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"iterations": self.iterations, "lr": self.lr, "width": self.width, "seed": self.seed}

@@ -13,7 +13,7 @@ from benchmark.cli import main
 from benchmark.errors import BenchError
 from benchmark.gan_training import build_gan, check_gan_fits, gan_config, get_gan, train_gan
 from benchmark.store import ModelStore
-from defenses.deep_image_prior import DeepImagePrior, DIPFit, fit, fit_each
+from defenses.deep_image_prior import DeepImagePrior, DIPFit, RefreshedFit, fit, fit_each
 from defenses.invert_and_classify import InvertAndClassify, Projection, WarmStartProjection, project, project_each
 from models.gan import Generator
 
@@ -120,6 +120,59 @@ def test_dip_is_deterministic_for_a_seed_and_batch_independent():
     assert torch.equal(out, fit(x, cfg)[0])
     torch.testing.assert_close(out, fit_each(x, cfg), atol=1e-6, rtol=0)
     assert not torch.equal(out, fit(x, DIPFit(iterations=15, width=8, seed=4))[0])
+
+
+def test_refreshed_dip_fit_adds_the_last_fit_s_removal_and_refits_each_row_on_its_schedule():
+    cfg = DIPFit(iterations=15, width=8)
+    forward = RefreshedFit(cfg, batch_size=2, refresh=3, reach=0.3)  # batches of 2: a refit of 3 rows spans two
+    x = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(forward(x), fit(x, cfg)[0]), "the first call is the fit"
+    removed = fit(x, cfg)[0] - x
+
+    def step(t: torch.Tensor, seed: int) -> torch.Tensor:  # a move as small as an attack step's
+        return (t + 0.01 * torch.randn(t.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
+
+    moved = step(x, 1)
+    moved[0] = 1 - moved[0]  # a new image: farther than reach from the one last fit
+    out = forward(moved)
+    assert torch.equal(out[0], fit(moved[:1], cfg)[0][0]), "a new input gets a fit of its own"
+    torch.testing.assert_close(out[1:], (moved[1:] + removed[1:]).clamp(0, 1))
+    removed0 = fit(moved[:1], cfg)[0][0] - moved[0]
+
+    third = step(moved, 2)
+    torch.testing.assert_close(forward(third), (third + torch.cat([removed0[None], removed[1:]])).clamp(0, 1))
+    fourth = step(third, 3)  # rows 1 and 2 were fit three calls ago, row 0 two calls ago
+    out = forward(fourth)
+    torch.testing.assert_close(out[0], (fourth[0] + removed0).clamp(0, 1))
+    assert torch.equal(out[1:], fit(fourth[1:], cfg)[0]), "a row is fit again after `refresh` calls"
+    assert "full fit every 3 steps" in forward.describe()
+
+
+def test_adaptive_attacks_on_the_deep_image_prior_take_the_refreshed_fit_unless_told_to_run_the_real_one():
+    from attacks.adaptive import DefendedModel
+    from benchmark.registry import ATTACKS
+    from benchmark.threats import ThreatOptions, adaptive_target, config_options
+    from benchmark.vocab import Threat
+
+    defense = DeepImagePrior(iterations=5, width=8)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
+    pgd = ATTACKS.get("pgd").factory()
+    model, recorded = adaptive_target(classifier, defense, ThreatOptions(), pgd)
+    assert isinstance(model._forwards[0], RefreshedFit)
+    assert "refreshed fit" in recorded["bpda_forward"]["deep-image-prior"]
+    real, recorded = adaptive_target(classifier, defense, ThreatOptions(stand_ins=False), pgd)
+    assert real._forwards == [None] and "bpda_forward" not in recorded
+    # record ids: unchanged for the default, a separate record with the stand-ins off
+    assert config_options(Threat.ADAPTIVE, "resnet", 0, ThreatOptions()) == {"eot_samples": 10, "eval_draws": 5}
+    assert config_options(Threat.ADAPTIVE, "resnet", 0, ThreatOptions(stand_ins=False))["bpda_forward"] == "real"
+    assert DefendedModel(classifier, defense, 1, stand_ins=False).bpda_forwards() == {}
+
+
+def test_real_forward_needs_the_adaptive_threat_model():
+    result = CliRunner().invoke(main, ["run", "--dataset", "digits", "--n", "4", "--defense", "deep-image-prior",
+                                       "--attack", "fgsm", "--real-forward"])
+    assert result.exit_code == 2
+    assert "--real-forward only applies to --threat adaptive, not oblivious" in result.output
 
 
 @pytest.mark.parametrize("make, message", [
