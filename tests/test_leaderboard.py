@@ -474,6 +474,19 @@ def test_adaptive_records_differing_in_eot_get_rows_of_their_own(tmp_path: Path)
     assert headline_row(text, "randomization")["worst case"] == "**75/75**"
 
 
+def test_a_real_forward_record_gets_a_row_of_its_own_and_counts_in_the_headline(tmp_path: Path) -> None:
+    options = {"eot_samples": 10, "eval_draws": 5}
+    save_all(tmp_path, [
+        make_record("pgd", [fooled(4, [0]), fooled(4, [0])], threat="adaptive", traits="purifies",
+                    threat_options=options, defense="deep-image-prior"),
+        make_record("pgd", [fooled(4, [1]), fooled(4, [1, 2])], threat="adaptive", traits="purifies",
+                    threat_options={**options, "bpda_forward": "real"}, defense="deep-image-prior"),
+    ])
+    text = render_dir(tmp_path)
+    assert sorted(r["threat"] for r in table_rows(section_of(text))) == ["adaptive", "adaptive, real forward"]
+    assert headline_row(text, "deep-image-prior")["worst case"] == "**50/25**"
+
+
 def test_checks_column(tmp_path: Path) -> None:
     clean_probe = {"randomness": {"declared": False, "observed": False, "repeatable": True},
                    "optimises_in_forward": False, "gradients": {"zero": 0.0, "nonfinite": 0.0}}
