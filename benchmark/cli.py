@@ -477,7 +477,8 @@ def network_perf(dataset: str, model_names: str, n: int, steps: int, device: str
 @click.option("--defense", "defense_spec", default="all", show_default=True,
               help="Defenses, as `bench run` takes them ('all', a list, compositions with '+').")
 @click.option("--n", type=int, default=32, show_default=True, help="Images per step.")
-@click.option("--steps", type=int, default=3, show_default=True, help="Timed steps; the fastest is reported.")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed steps after an untimed first one; their mean is reported.")
 @click.option("--device", default="auto", show_default=True)
 @_save_option
 def adaptive_perf(dataset: str, model: str, defense_spec: str, n: int, steps: int, device: str,

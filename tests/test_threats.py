@@ -311,6 +311,11 @@ def test_perf_adaptive_reports_a_step_cost_per_defense(digits_classifier):
     rows = [line for line in result.output.splitlines() if line.startswith("| digits")]
     assert len(rows) == 2 and "feature-squeezing: bpda-surrogate" in rows[1]
     assert all(float(row.split("|")[7]) > 0 for row in rows)
+    result = bench("perf", "adaptive", "--dataset", "digits", "--defense", "deep-image-prior", "--n", "2",
+                   "--steps", "2")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| digits")]
+    assert len(rows) == 2 and "refreshed fit" in rows[0] and "real (--real-forward)" in rows[1]
 
 
 def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
