@@ -116,9 +116,8 @@ def _common_model_options(f: Callable[..., Any]) -> Callable[..., Any]:
                    "system; default: each worker's own. Checkpoints reach workers through Ray's object store anyway.")
 @_common_model_options
 def run(dataset, model, defense_spec, attack_spec, eps_values, n, threat, eot_samples, eval_draws, real_forward,
-        results_dir,
-        batch_size, executor, address, gpus_per_cell, cell_retries, worker_cache, data_root, download, device, seed,
-        quiet) -> None:
+        results_dir, batch_size, executor, address, gpus_per_cell, cell_retries, worker_cache, data_root, download,
+        device, seed, quiet) -> None:
     """Evaluate defenses against attacks; one record per cell under RESULTS_DIR (finished cells are skipped)."""
     _setup(quiet)
     import time

@@ -7,8 +7,8 @@ that the cost of a whole attack is (steps x restarts x images) times it: BPDA on
 (a randomised defense: once per EOT draw) and so relies on the fast purifier. The first step is not counted: it warms
 caches up, and a stand-in for a purifier's forward pass (``bpda_forward``) runs the real purifier there. The mean of
 the next ``steps`` is reported, so that a stand-in that refreshes now and then (the deep image prior's: one fit every
-10 steps) is charged as an attack pays for it. A defense with a stand-in gets a second row without it (``--real-forward``
-in ``bench run``), measured in the same run.
+10 steps) is charged as an attack pays for it. A defense with a stand-in gets a second row without it
+(``--real-forward`` in ``bench run``), measured in the same run.
 """
 from __future__ import annotations
 
