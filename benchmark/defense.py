@@ -22,6 +22,15 @@ from torch import nn
 from .errors import BenchError
 
 
+def rows_near(x: torch.Tensor, previous: torch.Tensor | None, reach: float) -> torch.Tensor:
+    """For a ``bpda_forward`` stand-in that keeps state per row: which rows of x (N,) are within ``reach``
+    (L-infinity) of the same row at its previous call, i.e. the same input moved by an attack step. No row is when
+    there was no previous call or it had another shape (a new batch)."""
+    if previous is None or previous.shape != x.shape:
+        return torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    return (x - previous).flatten(1).abs().amax(1) <= reach
+
+
 @dataclass(frozen=True)
 class DefenseContext:
     """What a defense may use to prepare itself: the data set, the trained classifier, the device and the store."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.defense import Defense, DefenseContext
+from benchmark.defense import Defense, DefenseContext, rows_near
 from benchmark.errors import BenchError
 from benchmark.registry import register_defense
 from defenses.invert_and_classify import positive_int
@@ -81,6 +81,11 @@ def fit(x: torch.Tensor, cfg: DIPFit, checkpoints: tuple[int, ...] = ()
     return out, torch.stack(losses), snapshots
 
 
+def fit_batched(x: torch.Tensor, cfg: DIPFit, batch_size: int) -> torch.Tensor:
+    """The fitted outputs of x, ``batch_size`` networks at a time (memory grows with the networks fit at once)."""
+    return torch.cat([fit(x[i : i + batch_size], cfg)[0] for i in range(0, len(x), batch_size)])
+
+
 def fit_each(x: torch.Tensor, cfg: DIPFit) -> torch.Tensor:
     """One plain network per image, fit one after the other: the baseline of ``bench perf gan``."""
     outs = []
@@ -126,22 +131,17 @@ class RefreshedFit:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
-        stale = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        if self._x is not None and self._x.shape == x.shape:
-            near = (x - self._x).flatten(1).abs().amax(1) <= self.reach
-            stale = ~near | (self._age >= self.refresh)
-        else:
+        if self._x is None or self._x.shape != x.shape:  # a new batch: ages at `refresh` make every row stale
             self._x, self._removed = x.clone(), torch.zeros_like(x)
-            self._age = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        if stale.any():
-            rows = x[stale]
-            fitted = torch.cat([fit(rows[i : i + self.batch_size], self.cfg)[0]
-                                for i in range(0, len(rows), self.batch_size)])
-            self._x[stale], self._removed[stale], self._age[stale] = rows, fitted - rows, 0
-        self._age += 1
+            self._age = torch.full((len(x),), self.refresh, dtype=torch.long, device=x.device)
+        stale = ~rows_near(x, self._x, self.reach) | (self._age >= self.refresh)
         out = (x + self._removed).clamp(0, 1)
         if stale.any():
+            rows = x[stale]
+            fitted = fit_batched(rows, self.cfg, self.batch_size)
+            self._x[stale], self._removed[stale], self._age[stale] = rows, fitted - rows, 0
             out[stale] = fitted  # exactly the fit (x + (fit - x) may round differently)
+        self._age += 1
         return out
 
 
@@ -188,8 +188,7 @@ class DeepImagePrior(Defense):
         return DIPFit(self.iterations, self.lr, self.width, self.seed)
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.config()
-        return torch.cat([fit(x[i : i + self.batch_size], cfg)[0] for i in range(0, len(x), self.batch_size)])
+        return fit_batched(x, self.config(), self.batch_size)
 
     def bpda_forward(self) -> RefreshedFit:
         """A fresh stand-in for :meth:`purify` in adaptive attacks' gradient steps (see :class:`RefreshedFit`)."""

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.defense import Defense, DefenseContext
+from benchmark.defense import Defense, DefenseContext, rows_near
 from benchmark.errors import BenchError
 from benchmark.modes import eval_mode
 from benchmark.registry import register_defense
@@ -132,9 +132,7 @@ class WarmStartProjection:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
-        warm = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        if self._x is not None and self._x.shape == x.shape:
-            warm = (x - self._x).flatten(1).abs().amax(1) <= self.reach
+        warm = rows_near(x, self._x, self.reach)
         images = torch.empty_like(x)
         z = torch.empty(len(x), self.generator.latent, device=x.device, dtype=x.dtype)
         if warm.any():
@@ -188,7 +186,7 @@ class InvertAndClassify(Defense):
         return torch.cat(out)
 
     def bpda_forward(self) -> WarmStartProjection:
-        """A fresh stand-in for :meth:`purify` in adaptive attacks' gradient steps (see :class:`WarmStartProjection`)."""
+        """A fresh stand-in for :meth:`purify` in adaptive attacks' gradient steps (:class:`WarmStartProjection`)."""
         if self.generator is None:
             raise BenchError("invert-and-classify has no generator yet: prepare() (or use_generator()) loads one")
         return WarmStartProjection(self.generator, self.projection)
