@@ -109,6 +109,12 @@ def combine(records: Sequence[tuple[LoadedRecord, list[int]]]) -> Combined:
     return Combined(n, sum(clean), tuple(worst))
 
 
+def _robust(rec: LoadedRecord, budget: int) -> list[bool]:
+    """Per example: correct when clean and under the record's attack at the budget with this index."""
+    out = rec.data["outcomes"]
+    return [bool(c and a) for c, a in zip(out["clean_correct"], out["adv_correct"][budget])]
+
+
 def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str, ...], int]:
     flags: list[str] = []
     unchecked = 0
@@ -119,11 +125,10 @@ def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str
     # only where the attacks saw the defense: an oblivious gradient attack never differentiated through it
     for threat in ("adaptive",):
         mine = [(r, idx) for r, idx in records if r.data["config"]["threat"] == threat]
-        robust = {str(r.data["config"]["attack"]): [sum(r.data["outcomes"]["adv_correct"][i]) for i in idx]
-                  for r, idx in mine}
-        needs = {str(r.data["config"]["attack"]): (r.data.get("attack") or {}).get("needs_gradients")
-                 for r, _ in mine}
-        flags += [f"{a} ({threat}) beats every gradient attack" for a in black_box_beats_white_box(robust, needs)]
+        outcomes = [(str(r.data["config"]["attack"]), (r.data.get("attack") or {}).get("needs_gradients"),
+                     [_robust(r, i) for i in idx]) for r, idx in mine]
+        flags += [f"{a} ({threat}) beats every gradient attack (p={p:.2g})"
+                  for a, p in black_box_beats_white_box(outcomes)]
     return tuple(dict.fromkeys(flags)), unchecked  # each finding once, in order of discovery
 
 

@@ -17,13 +17,14 @@ Probed once per defense on a few clean test points (:func:`probe_defense`):
 
 Checked per record from its own outcomes and attack (:func:`record_flags`), and across the records of a
 leaderboard row (:func:`black_box_beats_white_box`): a gradient-free attack (Square) that does better than every
-gradient attack is the classic sign of masked gradients. Adversarial inputs outside their budget or box never reach a
+gradient attack is the classic sign of masked gradients. "Better" is paired and significant: on the same examples, it
+breaks more than each gradient attack by more than chance would (McNemar's exact test, one-sided, p < 0.05). Adversarial inputs outside their budget or box never reach a
 record (:mod:`benchmark.checks` fails the cell); a record stores the largest perturbation it saw per budget instead.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from .defense import Defense
 
 PROBE_POINTS = 16  # clean test points each probe uses: enough to see masking, cheap even for PixelDefend
 ZERO_GRADIENT_LIMIT = 0.5  # flag when more than this share of examples has an all-zero input gradient
+MASKING_ALPHA = 0.05  # a black box must beat every gradient attack at this one-sided significance to be flagged
 
 
 @contextlib.contextmanager
@@ -147,15 +149,38 @@ def defense_flags(checks: dict[str, Any] | None) -> list[str]:
     return flags
 
 
-def black_box_beats_white_box(robust: dict[str, Sequence[int]], needs_gradients: dict[str, bool]) -> list[str]:
-    """Gradient-free attacks that leave fewer examples robust, at some budget, than every gradient attack of the
-    same row: ``robust`` maps attack name to robust counts per budget."""
-    white = [robust[a] for a in robust if needs_gradients.get(a)]
-    black = [a for a in robust if needs_gradients.get(a) is False]
+def paired_lead_p(black: Sequence[bool], white: Sequence[bool]) -> float:
+    """One-sided p-value that the black-box attack breaks more of the same examples than the white-box one (per
+    example: robust or not; records share their test order, so the shorter one's points are the common ones).
+    McNemar's exact test: only the examples exactly one attack breaks say which is stronger, and if both are equally
+    strong, each of those is the black box's with probability one half."""
+    from scipy.stats import binomtest
+
+    only_black = sum(1 for b, w in zip(black, white) if w and not b)
+    only_white = sum(1 for b, w in zip(black, white) if b and not w)
+    if only_black == 0:
+        return 1.0
+    return float(binomtest(only_black, only_black + only_white, 0.5, alternative="greater").pvalue)
+
+
+AttackOutcome = tuple[str, Optional[bool], Sequence[Sequence[bool]]]  # name, needs gradients, per budget: robust
+
+
+def black_box_beats_white_box(attacks: Sequence[AttackOutcome]) -> list[tuple[str, float]]:
+    """Gradient-free attacks that, at some budget, break significantly more examples than each gradient attack of the
+    same row (:func:`paired_lead_p` below ``MASKING_ALPHA`` against every one), with that p-value (the largest over the
+    gradient attacks, at the budget where it is smallest). A lead of one or two examples in a hundred is noise, not
+    masked gradients."""
+    white = [robust for _, needs, robust in attacks if needs]
     if not white:
         return []
-    return [a for a in black
-            if any(k < min(w[b] for w in white) for b, k in enumerate(robust[a]))]
+    found = []
+    for name, needs, robust in attacks:
+        if needs is False:
+            p = min(max(paired_lead_p(robust[b], w[b]) for w in white) for b in range(len(robust)))
+            if p < MASKING_ALPHA:
+                found.append((name, p))
+    return found
 
 
 def largest_perturbations(x: torch.Tensor, per_eps: Sequence[torch.Tensor], norm: str) -> list[float]:

@@ -487,16 +487,56 @@ def test_a_real_forward_record_gets_a_row_of_its_own_and_counts_in_the_headline(
     assert headline_row(text, "deep-image-prior")["worst case"] == "**50/25**"
 
 
+CLEAN_PROBE = {"randomness": {"declared": False, "observed": False, "repeatable": True},
+               "optimises_in_forward": False, "gradients": {"zero": 0.0, "nonfinite": 0.0}}
+
+
+def test_a_black_box_lead_within_noise_is_not_flagged(tmp_path: Path) -> None:
+    """Square one example ahead of PGD (p = 1/2), or breaking as many more as PGD breaks examples it misses, says
+    nothing about masked gradients; the same lead on records of different n is judged on their common points."""
+    save_all(tmp_path, [
+        make_record("pgd", [fooled(100, []), fooled(100, [0])], defense="near", needs_gradients=True,
+                    threat="adaptive", checks=CLEAN_PROBE),
+        make_record("square", [fooled(100, [5]), fooled(100, [0, 5])], defense="near", needs_gradients=False,
+                    threat="adaptive", checks=CLEAN_PROBE),
+        make_record("pgd", [fooled(40, range(0, 6)), fooled(40, range(40))], defense="swapped", needs_gradients=True,
+                    threat="adaptive", checks=CLEAN_PROBE),
+        make_record("square", [fooled(40, range(6, 13)), fooled(40, range(40))], defense="swapped",
+                    needs_gradients=False, threat="adaptive", checks=CLEAN_PROBE),
+        # compared on the 20 points both records have: 6 only square breaks
+        make_record("pgd", [fooled(100, []), fooled(100, [])], defense="prefix", needs_gradients=True,
+                    threat="adaptive", checks=CLEAN_PROBE),
+        make_record("square", [fooled(20, range(6)), fooled(20, range(6))], defense="prefix",
+                    needs_gradients=False, threat="adaptive", checks=CLEAN_PROBE),
+    ])
+    text = render_dir(tmp_path)
+    assert headline_row(text, "near")["checks"] == "ok"
+    assert headline_row(text, "swapped")["checks"] == "ok"
+    assert headline_row(text, "prefix")["checks"] == "square (adaptive) beats every gradient attack (p=0.016)"
+
+
+def test_paired_lead_p_is_mcnemars_exact_test() -> None:
+    from benchmark.sanity import paired_lead_p
+
+    robust = [True] * 10
+    assert paired_lead_p(robust, robust) == 1.0
+    # 5 examples only the black box breaks, 0 the other way: (1/2)**5
+    assert paired_lead_p([False] * 5 + [True] * 5, robust) == pytest.approx(1 / 32)
+    # 5 against 1: P(X >= 5) for X ~ Binomial(6, 1/2) = 7/64
+    assert paired_lead_p([False] * 5 + [True] * 5, [True] * 9 + [False]) == pytest.approx(7 / 64)
+    assert paired_lead_p(robust, [False] * 10) == 1.0
+
+
 def test_checks_column(tmp_path: Path) -> None:
-    clean_probe = {"randomness": {"declared": False, "observed": False, "repeatable": True},
-                   "optimises_in_forward": False, "gradients": {"zero": 0.0, "nonfinite": 0.0}}
+    clean_probe = CLEAN_PROBE
     masked = {**clean_probe, "gradients": {"zero": 0.75, "nonfinite": 0.0},
               "randomness": {"declared": False, "observed": True, "repeatable": True}}
     save_all(tmp_path, [
         make_record("pgd", [fooled(4, []), fooled(4, [0])], checks=clean_probe, needs_gradients=True),
-        make_record("pgd", [fooled(4, []), fooled(4, [])], defense="squeeze", checks=masked, needs_gradients=True,
-                    threat="adaptive"),
-        make_record("square", [fooled(4, [1]), fooled(4, [1, 2])], defense="squeeze", checks=masked,
+        make_record("pgd", [fooled(12, []), fooled(12, [])], defense="squeeze", checks=masked,
+                    needs_gradients=True, threat="adaptive"),
+        # 8 examples only the black box breaks, none the other way: p = 2**-8
+        make_record("square", [fooled(12, [1]), fooled(12, range(1, 9))], defense="squeeze", checks=masked,
                     needs_gradients=False, threat="adaptive"),
         make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="old"),
         # oblivious attacks never saw the defense: a noise attack beating them says nothing about its gradients
@@ -510,4 +550,4 @@ def test_checks_column(tmp_path: Path) -> None:
     assert headline_row(text, "noisy")["checks"] == "ok"
     flags = headline_row(text, "squeeze")["checks"]
     assert flags == ("random but declared deterministic; zero gradients (75%); "
-                     "square (adaptive) beats every gradient attack")
+                     "square (adaptive) beats every gradient attack (p=0.0039)")
