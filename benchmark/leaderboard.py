@@ -82,7 +82,8 @@ different numbers of test points are combined on the points they share (the same
 model's column gives its own n where it differs. Its 95% Wilson confidence interval follows. "paper" is the PixelDefend
 paper's own worst case for that row (oblivious attacks), where it has one. "checks" lists what the sanity checks found
 (output randomness against what the defense declares, inner optimisation in the forward pass, all-zero or NaN input
-gradients through the pipeline, a gradient-free attack beating every gradient attack; see `benchmark/sanity.py`);
+gradients through the pipeline, a gradient-free attack breaking significantly more of the same points than every
+gradient attack, with McNemar's p; see `benchmark/sanity.py`);
 "ok" when they found nothing, "unchecked" for records that predate them.
 Threat models: `oblivious` attacks the undefended classifier and then applies the defense (the protocol of the
 PixelDefend paper's tables); `adaptive` attacks the whole defended pipeline, with BPDA and EOT where needed (the honest
