@@ -18,8 +18,9 @@ Probed once per defense on a few clean test points (:func:`probe_defense`):
 Checked per record from its own outcomes and attack (:func:`record_flags`), and across the records of a
 leaderboard row (:func:`black_box_beats_white_box`): a gradient-free attack (Square) that does better than every
 gradient attack is the classic sign of masked gradients. "Better" is paired and significant: on the same examples, it
-breaks more than each gradient attack by more than chance would (McNemar's exact test, one-sided, p < 0.05). Adversarial inputs outside their budget or box never reach a
-record (:mod:`benchmark.checks` fails the cell); a record stores the largest perturbation it saw per budget instead.
+breaks more than each gradient attack by more than chance would (McNemar's exact test, one-sided, p < 0.05).
+Adversarial inputs outside their budget or box never reach a record (:mod:`benchmark.checks` fails the cell); a record
+stores the largest perturbation it saw per budget instead.
 """
 from __future__ import annotations
 

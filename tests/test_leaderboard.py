@@ -528,11 +528,10 @@ def test_paired_lead_p_is_mcnemars_exact_test() -> None:
 
 
 def test_checks_column(tmp_path: Path) -> None:
-    clean_probe = CLEAN_PROBE
-    masked = {**clean_probe, "gradients": {"zero": 0.75, "nonfinite": 0.0},
+    masked = {**CLEAN_PROBE, "gradients": {"zero": 0.75, "nonfinite": 0.0},
               "randomness": {"declared": False, "observed": True, "repeatable": True}}
     save_all(tmp_path, [
-        make_record("pgd", [fooled(4, []), fooled(4, [0])], checks=clean_probe, needs_gradients=True),
+        make_record("pgd", [fooled(4, []), fooled(4, [0])], checks=CLEAN_PROBE, needs_gradients=True),
         make_record("pgd", [fooled(12, []), fooled(12, [])], defense="squeeze", checks=masked,
                     needs_gradients=True, threat="adaptive"),
         # 8 examples only the black box breaks, none the other way: p = 2**-8
@@ -540,8 +539,8 @@ def test_checks_column(tmp_path: Path) -> None:
                     needs_gradients=False, threat="adaptive"),
         make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="old"),
         # oblivious attacks never saw the defense: a noise attack beating them says nothing about its gradients
-        make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="noisy", checks=clean_probe, needs_gradients=True),
-        make_record("uniform-noise", [fooled(4, [0]), fooled(4, [0])], defense="noisy", checks=clean_probe,
+        make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="noisy", checks=CLEAN_PROBE, needs_gradients=True),
+        make_record("uniform-noise", [fooled(4, [0]), fooled(4, [0])], defense="noisy", checks=CLEAN_PROBE,
                     needs_gradients=False),
     ])
     text = render_dir(tmp_path)
