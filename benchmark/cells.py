@@ -30,7 +30,7 @@ from .hashing import config_hash
 from .provenance import git_commit, versions
 from .registry import ATTACKS
 from .sanity import largest_perturbations, probe_defense
-from .store import ModelStore
+from .store import ModelStore, instance_name
 from .threats import adaptive_target, eval_draws, substitute_for
 from .vocab import AttackKind, Threat
 from .zoo import classifier_spec, get_classifier
@@ -132,6 +132,7 @@ class Workbench:
         self.eps = plan.eps or self.dataset.default_eps
         self._classifiers: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
         self._substitute: tuple[nn.Module, dict[str, Any]] | None = None
+        self._models: dict[str, dict[str, str]] = {}  # defense -> the model instances its pipeline is made of
         self._clean: dict[str, CleanEval | CellFailed] = {}
         # the latest adversarial inputs only (they can be large), with the hash of their source's cache key
         self._adversarial: tuple[str, SharedAdversarial | CellFailed] | None = None
@@ -164,15 +165,26 @@ class Workbench:
             arch, seed = substitute_for(self.plan.model, self.plan.seed)
             model, meta = get_classifier(self.dataset, arch, build_defense("none"), seed, self.device, self.store)
             self._substitute = (model, {"key": meta["key"], "arch": arch, "seed": seed,
-                                        "test_accuracy": meta["metrics"]["test_accuracy"]})
+                                        "test_accuracy": meta["metrics"]["test_accuracy"],
+                                        "weights_sha256": meta["weights_sha256"]})
         return self._substitute
 
     def prepare_defense(self, defense: str) -> nn.Module:
         """The defense's classifier, with the defense prepared on it (its own models built or loaded)."""
-        classifier, _ = self.classifier(defense)
-        self.defense(defense).prepare(DefenseContext(self.dataset, classifier, self.device, self.store,
-                                                     self.plan.seed))
+        classifier, meta = self.classifier(defense)
+        with self.store.recording() as used:
+            self.defense(defense).prepare(DefenseContext(self.dataset, classifier, self.device, self.store,
+                                                         self.plan.seed))
+        self._models.setdefault(defense, {}).update({instance_name(meta): meta["weights_sha256"], **used})
         return classifier
+
+    def models(self, defense: str) -> dict[str, str]:
+        """The model instances of ``defense``'s pipeline (its classifier and the defense's own models), as
+        ``"<kind>/<key>": weights SHA-256``: the same training config retrained elsewhere gives other weights, and
+        records of other weights must not be merged (see :mod:`benchmark.leaderboard`)."""
+        if defense not in self._models:
+            self.prepare_defense(defense)
+        return dict(sorted(self._models[defense].items()))
 
     def prepare(self, defense: str) -> None:
         """Build what the defense and its cells need (classifier, the defense's own models, the transfer substitute):
@@ -206,7 +218,8 @@ class Workbench:
         adversarial inputs are ever shared by mistake."""
         classifier, meta = self.classifier(defense)
         a = self.attack(attack)
-        key = {"classifier": meta["key"], "attack": attack, "options": a.options(), "eps": list(a.budgets(self.eps)),
+        # the weights, not only the training config: inputs crafted on other weights must never be reused
+        key = {"classifier": meta["key"], "weights": meta["weights_sha256"], "attack": attack, "options": a.options(), "eps": list(a.budgets(self.eps)),
                "test": self.test_hash, "seed": self.plan.seed, "batch_size": self.plan.batch_size,
                "threat": self.plan.threat.value}
         if self.plan.threat == Threat.OBLIVIOUS:
@@ -214,10 +227,11 @@ class Workbench:
         if self.plan.threat == Threat.TRANSFER:
             model, info = self.substitute()
             # the substitute's inputs do not depend on the target either: any classifier of the data set reuses them
-            return AttackSource(model, {**key, "classifier": info["key"]}, {}, info)
+            return AttackSource(model, {**key, "classifier": info["key"], "weights": info["weights_sha256"]}, {}, info)
         d = self.defense(defense)
         model, how = adaptive_target(classifier, d, self.plan.threat_options, a)
-        return AttackSource(model, {**key, "defense": defense, "defense_options": d.options(), **how}, how, None)
+        return AttackSource(model, {**key, "defense": defense, "defense_options": d.options(), **how,
+                                    "models": self.models(defense)}, how, None)
 
     def adversarial(self, defense: str, attack: str) -> tuple[AttackSource, SharedAdversarial]:
         source = self.source(defense, attack)
@@ -280,7 +294,7 @@ def evaluate_cell(bench: Workbench, defense: str, attack: str) -> CellResult:
     config = cell_config(bench.plan, defense, attack, a.budgets(bench.eps), len(bench.points))
     record = build_record(config, a, d, meta, bench.points, bench.test_hash, clean, shared.adv, adv_correct,
                           shared.undefended_correct, detected or None, bench.device, started,
-                          time.perf_counter() - t0, source, draws)
+                          time.perf_counter() - t0, source, draws, bench.models(defense))
     return CellResult(defense, attack, "done", record=record)
 
 
@@ -297,6 +311,7 @@ def build_record(
     test_hash: str, clean: CleanEval, adv: AdversarialSet, adv_correct: list[torch.Tensor],
     undefended_correct: list[torch.Tensor], detected: list[torch.Tensor] | None, device: torch.device,
     started: float, defense_seconds: float, source: AttackSource | None = None, draws: int = 1,
+    models: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     n_eps = len(config["eps"])
     robust = [float(c.float().mean()) for c in adv_correct]
@@ -327,6 +342,7 @@ def build_record(
         "substitute": source.substitute if source else None,
         "classifier": {"key": classifier_meta["key"], "test_accuracy": classifier_meta["metrics"]["test_accuracy"],
                        "training_defense": classifier_meta["spec"].get("training_defense")},
+        "models": models,
         "test_points_sha256": test_hash,
         "outcomes": outcomes,
         "summary": {"clean_accuracy": round(float(clean.correct.float().mean()), 5),

@@ -94,6 +94,19 @@ def ensure_writable(results_dir: Path) -> None:
                          "choose another with --results-dir") from None
 
 
+def models_changed(record: dict[str, Any], models: dict[str, str]) -> str | None:
+    """Why ``record`` does not describe the pipeline made of ``models`` (``"<kind>/<key>": weights SHA-256``), or
+    None. The same training config retrained on another machine gives other weights and other numbers, so a record
+    counts only for the weights it measured."""
+    have = record.get("models")
+    if have is None:
+        return "its record predates model fingerprints, so which weights it measured is unknown"
+    diff = sorted(k for k in {*have, *models} if have.get(k) != models.get(k))
+    if diff:
+        return f"its record measured other model weights ({', '.join(diff)})"
+    return None
+
+
 def attack_changed(record: dict[str, Any], attack: Attack) -> str | None:
     """Why ``record`` no longer describes what ``attack`` does now (its implementation or one of its options
     changed since it was written), or None. Record ids hash the cell, not the attack's settings, so that tuning an
@@ -107,3 +120,9 @@ def attack_changed(record: dict[str, Any], attack: Attack) -> str | None:
     if diff:
         return f"the attack's options changed ({', '.join(diff)})"
     return None
+
+
+def why_stale(record: dict[str, Any], attack: Attack, models: dict[str, str]) -> str | None:
+    """Why an existing record must be measured again (another version of the attack, other model weights), or None
+    when it stands."""
+    return attack_changed(record, attack) or models_changed(record, models)

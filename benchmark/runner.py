@@ -1,8 +1,10 @@
 """Running a grid of evaluation cells (defense x attack) and writing one record per cell.
 
-A cell whose record exists is skipped, so an interrupted run resumes where it stopped; each record is written
-atomically the moment its cell finishes, so Ctrl-C or a kill never loses a finished cell. Classifiers are built once
-per training configuration and adversarial inputs once per (attacked model, attack) (see :mod:`benchmark.cells`).
+A cell whose record exists is skipped, so an interrupted run resumes where it stopped, unless the record measured
+another version of the attack or other model weights (then the cell runs again and its record is replaced); each
+record is written atomically the moment its cell finishes, so Ctrl-C or a kill never loses a finished cell.
+Classifiers are built once per training configuration and adversarial inputs once per (attacked model, attack) (see
+:mod:`benchmark.cells`).
 Where the cells run is the executor's business (:mod:`benchmark.executors`): in this process by default, or as Ray
 tasks (:mod:`benchmark.ray_executor`); a cell's record is the same under either.
 """
@@ -15,7 +17,7 @@ from . import records
 from .cells import Workbench, build_record, defended_correct, defended_predictions  # noqa: F401  (re-exported)
 from .errors import BenchError
 from .executors import Executor, LocalExecutor, RecordKeeper
-from .grid import Cell, CellResult, Grid, RunPlan, attack_changed, cell_config, ensure_writable  # noqa: F401
+from .grid import Cell, CellResult, Grid, RunPlan, cell_config, ensure_writable, why_stale  # noqa: F401
 from .grid_progress import GridProgress
 from .provenance import git_commit
 from .registry import ATTACKS, DATASETS, MODELS
@@ -59,7 +61,7 @@ def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], dict[str,
     for d in plan.defenses:
         for a in plan.attacks:
             old = records.load_one(plan.results_dir, cell_config(plan, d, a, attack_eps[a], n))
-            changed = None if old is None else attack_changed(old, bench.attack(a))
+            changed = None if old is None else why_stale(old, bench.attack(a), bench.models(d))
             if old is not None and changed is None:
                 skipped[(d, a)] = CellResult(d, a, "skipped", message="record exists")
                 if "checks" not in old:

@@ -3,6 +3,10 @@
 A checkpoint is a folder ``<cache>/models/<kind>/<key>/`` with ``weights.safetensors`` (tensors only: loading runs no
 code from the file) and ``meta.json`` (the spec it was built from, its measured metrics, the weights' SHA-256).
 A checkpoint whose hash or format does not check out is reported and rebuilt, never used.
+
+The weights' SHA-256 names the model *instance*: the same spec retrained elsewhere (another CPU, another thread count)
+gives other weights and other numbers. :meth:`ModelStore.recording` collects the instances a piece of work used, so
+that a record can say which models it measured.
 """
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import logging
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from filelock import FileLock
@@ -31,6 +36,23 @@ META = "meta.json"
 class ModelStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else cache_dir() / "models"
+        self._recorders: list[dict[str, str]] = []
+
+    @contextmanager
+    def recording(self) -> Iterator[dict[str, str]]:
+        """Inside the block, every checkpoint :meth:`get_or_build` hands out is noted in the yielded dict as
+        ``"<kind>/<key>": weights SHA-256`` (blocks may nest; each sees what was handed out while it was open)."""
+        seen: dict[str, str] = {}
+        self._recorders.append(seen)
+        try:
+            yield seen
+        finally:
+            self._recorders.remove(seen)
+
+    def _note(self, meta: dict[str, Any]) -> dict[str, Any]:
+        for seen in self._recorders:
+            seen[instance_name(meta)] = meta["weights_sha256"]
+        return meta
 
     def folder(self, kind: str, spec: dict[str, Any]) -> Path:
         return self.root / kind / config_hash(spec)
@@ -110,7 +132,11 @@ class ModelStore:
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / ".lock")):  # loaded under the lock: another process may be writing it
             meta = self.load(kind, spec, module)
-            if meta is not None:
-                return meta
-            metrics = build(module)
-            return self.save(kind, spec, module, metrics)
+            if meta is None:
+                meta = self.save(kind, spec, module, build(module))
+            return self._note(meta)
+
+
+def instance_name(meta: dict[str, Any]) -> str:
+    """``"<kind>/<key>"``: which checkpoint of the store ``meta`` describes."""
+    return f"{meta['kind']}/{meta['key']}"
