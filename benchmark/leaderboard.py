@@ -54,6 +54,7 @@ from .detection import DETECTION_SUBDIR, FIGURE_KINDS, LoadedDetection, auc_text
 from .errors import BenchError
 from .fileio import atomic_write_text
 from .headline import Combined, Headline, headline_eps, headlines, white_box_when_oblivious
+from .instances import split_by_weights, weights_id
 from .records import LoadedRecord, load_all
 from .registry import natural_key
 from .stats import wilson_interval
@@ -117,6 +118,7 @@ class RowKey:
     test_points: str
     norm: str = "linf"  # the budgets' norm (see budget_norm)
     threat_options: str = ""  # adaptive: EOT draws per gradient and evaluation draws; transfer: the substitute
+    weights: str = ""  # the model weights measured (benchmark.instances.weights_id): never merged across
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,8 @@ def _row_key(rec: LoadedRecord) -> RowKey:
     c = _config(rec)
     eps = tuple(float(e) for e in c["eps"])  # as stored: the per-budget outcomes follow this order
     return RowKey(str(c["defense"]), str(c["threat"]), int(c["n"]), int(c["seed"]), eps,
-                  str(rec.data.get("test_points_sha256", "")), budget_norm(rec), _threat_options(rec))
+                  str(rec.data.get("test_points_sha256", "")), budget_norm(rec), _threat_options(rec),
+                  weights_id(rec.data))
 
 
 def _threat_options(rec: LoadedRecord) -> str:
@@ -240,7 +243,8 @@ def _row_sort_key(row: Row) -> tuple[Any, ...]:
     n = max(row.key.n, 1)
     worst = tuple(-Fraction(k, n) for k in reversed(row.worst))
     k = row.key
-    return (worst, natural_key(k.defense), k.threat, k.n, k.seed, k.eps, k.test_points, k.norm, k.threat_options)
+    return (worst, natural_key(k.defense), k.threat, k.n, k.seed, k.eps, k.test_points, k.norm, k.threat_options,
+            k.weights)
 
 
 def _sections(records: Iterable[LoadedRecord]) -> dict[tuple[str, str], list[Row]]:
@@ -318,7 +322,7 @@ def _paper_row(published: paper.PaperRow, attacks: Sequence[str], per_row_eps: b
 
 
 def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
-                per_row_eps: bool) -> tuple[str, bool, bool]:
+                per_row_eps: bool, show_weights: bool = False) -> tuple[str, bool, bool]:
     attacks = sorted({_attack(r) for row in rows for r in row.records}, key=natural_key)
     headers = ["defense", "threat", *(["budgets"] if per_row_eps else []), "clean", *attacks,
                "worst case", "95% CI", "ms/img", "n", "seed"]
@@ -339,6 +343,8 @@ def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[s
         threat = row.threat_label
         if labels[(row.key.defense, threat, row.key.n, row.key.seed, row.key.eps, row.key.norm)] > 1:
             threat = f"{row.key.threat} ({row.key.threat_options})"  # rows that differ only in their options
+        if show_weights:
+            threat = f"{threat}, weights {row.key.weights}"
         body.append(_our_row(row, attacks, per_row_eps, marked, incomplete, threat))
         published = _paper_match(dataset, model, row)
         if published is not None:
@@ -512,6 +518,22 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     return "\n\n".join(parts)
 
 
+def _aside_section(records: list[LoadedRecord]) -> str:
+    """The records of model weights other than those their defense's rows combine (benchmark.instances), in details
+    tables of their own: each row holds one set of weights, named by its hash ("unrecorded": before fingerprints)."""
+    parts = ["## Other model weights (not combined with the rows above)",
+             "The same training configuration retrained on another machine gives other weights and other numbers, so "
+             "a record counts only with records of the weights it measured. Per defense, the rows above combine the "
+             "weights with the most records; these records measured other weights (named by a hash of the record's "
+             "`models`; `unrecorded`: written before records named their weights)."]
+    adaptive = _adaptive_defenses(records)
+    for (dataset, model), rows in _sections(records).items():
+        per_row_eps = len({(row.key.eps, row.key.norm) for row in rows}) > 1
+        table, _, _ = _main_table(dataset, model, rows, adaptive, per_row_eps, show_weights=True)
+        parts += [f"### Other weights ({dataset} / {model})", table]
+    return "\n\n".join(parts)
+
+
 def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections: Sequence[LoadedDetection] = ()
            ) -> str:
     """The whole text of ``leaderboard.md`` for ``records`` and detection records ``detections`` (any order).
@@ -524,12 +546,15 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
                                                    str(d.path)))
     linked = set().union(*(_detection_figures(d) for d in detections))
     general = [f for f in figures if f.rsplit("/", 1)[-1] not in linked]  # listed once, in the detection section
-    sections = _sections(records)
+    combined, aside = split_by_weights(records)
+    sections = _sections(combined)
     body = ["No records yet: run `bench run` first."]
     if sections:
-        adaptive = _adaptive_defenses(records)
+        adaptive = _adaptive_defenses(combined)
         body = [_section(d, m, rows, adaptive, sections, general) for (d, m), rows in sections.items()]
     body += [_detection_section(d, figures) for d in detections]
+    if aside:
+        body.append(_aside_section(aside))
     kinds = {_attack(r): (r.data.get("attack") or {}).get("kind") for r in records}
     text = header([a for a, k in kinds.items() if k == "fixed-eps"], [a for a, k in kinds.items() if k == "minimal"])
     return text + "\n" + "\n\n".join(body) + "\n"

@@ -4,6 +4,9 @@
 - ``<dataset>_<model>_robustness_curve.png``: per defense, accuracy under adaptive PGD against the budget, from the
   adaptive records of :data:`CURVE_ATTACKS` with at least :data:`CURVE_MIN_BUDGETS` budgets, with 95% Wilson
   intervals; the clean accuracy is the point at budget 0.
+
+Both use the records the leaderboard combines (:func:`benchmark.instances.split_by_weights`): one set of model weights
+per defense.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .budgets import format_eps
+from .instances import split_by_weights
 from .leaderboard import FIGURES_SUBDIR, budget_norm
 from .records import LoadedRecord, load_all
 from .registry import natural_key
@@ -44,6 +48,10 @@ def _grid(recs: list[LoadedRecord], eps_index: int) -> tuple[list[str], list[str
     return defenses, attacks, values
 
 
+def _combined(results_dir: Path) -> list[LoadedRecord]:
+    return split_by_weights(load_all(results_dir))[0]
+
+
 def accuracy_heatmaps(results_dir: Path) -> list[Path]:
     """One figure per (data set, model, budgets) of oblivious records with L-infinity budgets (an attack in another
     norm, pgd-l2, would otherwise overwrite the file with a figure of its own budgets); returns the files written."""
@@ -53,7 +61,7 @@ def accuracy_heatmaps(results_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     groups: dict[tuple[str, str, tuple[float, ...]], list[LoadedRecord]] = {}
-    for r in load_all(results_dir):
+    for r in _combined(results_dir):
         c = r.data["config"]
         if c["threat"] == "oblivious" and budget_norm(r) == "linf":
             groups.setdefault((c["dataset"], c["model"], tuple(c["eps"])), []).append(r)
@@ -101,7 +109,7 @@ def robustness_curves(results_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    for (dataset, model), curves in sorted(_curve_records(load_all(results_dir)).items()):
+    for (dataset, model), curves in sorted(_curve_records(_combined(results_dir)).items()):
         fig, ax = plt.subplots(figsize=(10, 5))
         # twenty colours, then markers and line styles too: every curve stays tellable apart
         colours, markers, lines = plt.get_cmap("tab20").colors, "osD^vP", ("-", "--", ":")

@@ -168,6 +168,27 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
     assert f"the attack's options changed ({option})" in third.stderr
     assert json.loads(stale.read_text())["attack"]["options"][option] != "an older setting"
 
+    # a record of other model weights, or of unrecorded ones, is measured again: its numbers describe no model here
+    models = json.loads(stale.read_text())["models"]
+    assert models and all(len(sha) == 64 for sha in models.values())
+    other, unrecorded = [p for p in files if p != stale][:2]
+    changed = {}
+    for path, edit in ((other, "other"), (unrecorded, "unrecorded")):
+        rec = json.loads(path.read_text())
+        if edit == "other":
+            rec["models"] = {name: "0" * 64 for name in rec["models"]}
+        else:
+            del rec["models"]
+        path.write_text(json.dumps(rec))
+        changed[(rec["config"]["defense"], rec["config"]["attack"])] = path
+    fourth = bench("run", *GRID, "--results-dir", str(results))
+    assert fourth.exit_code == 0, fourth.output
+    statuses = {(r[0], r[1]): r[2] for r in (line.split() for line in fourth.stdout.splitlines()[2:] if line.strip())}
+    assert {cell for cell, status in statuses.items() if status == "done"} == set(changed)
+    assert "measured other model weights" in fourth.stderr and "predates model fingerprints" in fourth.stderr
+    for path in changed.values():
+        assert "0" * 64 not in json.loads(path.read_text())["models"].values()
+
 
 # -- the adaptive and transfer threat models ------------------------------------------------------------------------
 

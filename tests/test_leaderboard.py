@@ -10,6 +10,7 @@ import pytest
 
 from benchmark import leaderboard, paper, records
 from benchmark.errors import BenchError
+from benchmark.instances import split_by_weights, weights_id
 from benchmark.stats import wilson_interval
 
 FASHION_EPS = (8 / 255, 25 / 255)
@@ -550,3 +551,48 @@ def test_checks_column(tmp_path: Path) -> None:
     flags = headline_row(text, "squeeze")["checks"]
     assert flags == ("random but declared deterministic; zero gradients (75%); "
                      "square (adaptive) beats every gradient attack (p=0.0039)")
+
+
+# -- model weights ------------------------------------------------------------------------------------------------
+def weighed(rec: dict[str, Any], sha: str | None, started: str = "") -> dict[str, Any]:
+    """``rec`` as measured on the classifier weights ``sha`` (None: a record from before records named weights)."""
+    out = {**rec, "provenance": {"started": started}}
+    if sha is not None:
+        out["models"] = {"classifier/k": sha}
+    return out
+
+
+def test_records_of_other_weights_are_never_combined(tmp_path: Path) -> None:
+    n = 10
+    save_all(tmp_path, [
+        weighed(make_record("fgsm", [fooled(n, [0]), fooled(n, [0, 1])]), None),
+        weighed(make_record("bim", [fooled(n, [2]), fooled(n, [2, 3])]), None),
+        # retrained elsewhere: these weights fall to pgd on other points, which must not lower the rows above
+        weighed(make_record("pgd", [fooled(n, [5]), fooled(n, [5, 6, 7])], threat="adaptive"), "b" * 64),
+    ])
+    text = render_dir(tmp_path)
+    main = section_of(text)
+    assert headline_row(text, "none")["worst case"] == "**80/60**"  # fgsm and bim only
+    assert "pgd" not in main and headline_row(text, "none")["defense"] == "none †"
+    aside = text.split("## Other model weights (not combined with the rows above)\n", 1)[1]
+    (row,) = table_rows(aside)
+    assert row["threat"] == f"adaptive, weights {weights_id({'models': {'classifier/k': 'b' * 64}})}"
+    assert row["pgd"] == "90/70" and row["worst case"] == "90/70"
+
+
+def test_the_weights_with_most_records_win_then_the_latest(tmp_path: Path) -> None:
+    n = 4
+    old, new = "a" * 64, "b" * 64
+    fgsm = make_record("fgsm", [fooled(n, [0]), fooled(n, [0])])
+    bim = make_record("bim", [fooled(n, [1]), fooled(n, [1])])
+    combined, aside = split_by_weights(records.LoadedRecord(Path(f"{i}.json"), r) for i, r in enumerate([
+        weighed(fgsm, old, "2026-01-01T00:00:00Z"), weighed(bim, new, "2026-02-01T00:00:00Z")]))
+    assert [r.data["models"]["classifier/k"] for r in combined] == [new] and len(aside) == 1  # a tie: the latest
+    combined, aside = split_by_weights(records.LoadedRecord(Path(f"{i}.json"), r) for i, r in enumerate([
+        weighed(fgsm, old, "2026-01-01T00:00:00Z"), weighed(bim, old, "2026-01-01T00:00:00Z"),
+        weighed(make_record("pgd", [fooled(n, [2]), fooled(n, [2])]), new, "2026-02-01T00:00:00Z")]))
+    assert {r.data["models"]["classifier/k"] for r in combined} == {old} and len(aside) == 1  # more records
+    # another defense's records are chosen on their own
+    combined, _ = split_by_weights([records.LoadedRecord(Path("x.json"), weighed(make_record(
+        "fgsm", [fooled(n, []), fooled(n, [])], defense="adv-fgsm"), new))])
+    assert len(combined) == 1

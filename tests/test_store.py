@@ -233,3 +233,23 @@ def test_loading_runs_no_code_from_the_file(tmp_path: Path, store_logs) -> None:
         (folder / META).write_text(json.dumps(meta))
         assert store.load("classifier", SPEC, _tiny(0)) is None
         assert not marker.exists()
+
+
+def test_recording_names_the_weights_handed_out(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+
+    def build(module: nn.Module) -> dict:
+        return {"test_accuracy": 1.0}
+
+    other = {**SPEC, "seed": 1}
+    store.get_or_build("classifier", SPEC, _tiny(1), build)
+    with store.recording() as outer:
+        meta = store.get_or_build("classifier", SPEC, _tiny(2), build)  # loaded
+        with store.recording() as inner:
+            meta_other = store.get_or_build("classifier", other, _tiny(3), build)  # built
+    store.get_or_build("classifier", SPEC, _tiny(4), build)  # after the blocks: noted nowhere
+    assert meta["weights_sha256"] == file_sha256(store.folder("classifier", SPEC) / WEIGHTS)
+    assert outer == {f"classifier/{meta['key']}": meta["weights_sha256"],
+                     f"classifier/{meta_other['key']}": meta_other["weights_sha256"]}
+    assert inner == {f"classifier/{meta_other['key']}": meta_other["weights_sha256"]}
+    assert not store._recorders

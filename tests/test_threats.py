@@ -362,3 +362,47 @@ def test_inner_optimisation_is_seen_and_flagged(digits_classifier, points):
     assert checks["optimises_in_forward"] == {"declared": True, "observed": False, "differentiated": False}
     assert checks["randomness"] == {"declared": True, "observed": True, "repeatable": True}
     assert defense_flags(checks) == ["optimises in forward"]
+
+
+@pytest.mark.parametrize("threat", list(Threat))
+def test_adversarial_inputs_are_keyed_by_the_attacked_weights(threat: Threat, digits_classifier) -> None:
+    """Inputs crafted on other weights of the same training config (a retrained model) must never be reused."""
+    from benchmark.cells import Workbench
+
+    plan = RunPlan(dataset="digits", defenses=("feature-squeezing",), attacks=("fgsm",), eps=(8 / 255,), n=8,
+                   threat=threat, device="cpu")
+    bench = Workbench(plan, CPU, ModelStore())
+    key = bench.source("feature-squeezing", "fgsm").cache_key
+    _, meta = bench.classifier("feature-squeezing")
+    if threat == Threat.TRANSFER:
+        assert key["weights"] == bench.substitute()[1]["weights_sha256"] != meta["weights_sha256"]
+    else:
+        assert key["weights"] == meta["weights_sha256"]
+    if threat == Threat.ADAPTIVE:
+        assert key["models"] == bench.models("feature-squeezing") == {
+            f"classifier/{meta['key']}": meta["weights_sha256"]}
+
+
+class _OwnModel(Defense):
+    """A purifier with a trained model of its own in the store (as PixelDefend's PixelCNN)."""
+
+    name = "zz-own-model"
+    purifies = True
+
+    def prepare(self, ctx: DefenseContext) -> None:
+        ctx.store.get_or_build("toy", {"dataset": ctx.dataset.name}, torch.nn.Linear(1, 1), lambda m: {})
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_a_records_models_include_the_defenses_own(tmp_path: Path, digits_classifier) -> None:
+    from benchmark.cells import Workbench
+
+    plan = RunPlan(dataset="digits", defenses=("zz-own-model",), attacks=("fgsm",), eps=(8 / 255,), n=8, device="cpu")
+    store = ModelStore(tmp_path)
+    bench = Workbench(plan, CPU, store, defenses={"zz-own-model": _OwnModel()})
+    models = bench.models("zz-own-model")
+    own = json.loads((store.folder("toy", {"dataset": "digits"}) / "meta.json").read_text())
+    _, meta = bench.classifier("zz-own-model")
+    assert models == {f"classifier/{meta['key']}": meta["weights_sha256"], f"toy/{own['key']}": own["weights_sha256"]}
