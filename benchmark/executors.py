@@ -1,11 +1,13 @@
 """Executors run the cells of a grid: ``local`` (in this process, one after the other) or ``ray``
 (:mod:`benchmark.ray_executor`). Both compute a cell with :func:`benchmark.cells.evaluate_cell`, and both leave the
 records to a :class:`RecordKeeper` in this process, which claims each cell (:mod:`benchmark.locks`), skips one that
-another run finished meanwhile and writes each record atomically the moment its cell finishes.
+another run finished meanwhile, writes each record atomically the moment its cell finishes and ships the checkpoints
+it measured beside it.
 """
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import Any, Protocol
 
 import torch
 
@@ -15,6 +17,9 @@ from .device import resolve_device
 from .grid import Cell, CellResult, Grid, RunPlan, why_stale
 from .grid_progress import GridProgress
 from .locks import CellClaims
+from .store import MODELS_SUBDIR
+
+log = logging.getLogger(__name__)
 
 
 BUSY = "another bench run is evaluating it"
@@ -52,9 +57,22 @@ class RecordKeeper:
             if result.status == "done":
                 assert result.record is not None
                 records.save(self.grid.plan.results_dir, result.record)
+                self.ship_models(result.record)
         finally:
             self.release(result.cell)
         return result
+
+    def ship_models(self, record: dict[str, Any]) -> None:
+        """Put the checkpoints ``record`` measured (and its transfer substitute) beside it in the results folder, so
+        that they are kept with it and another machine measures the same weights (see ModelStore.ship)."""
+        names = list(record.get("models") or {})
+        if record.get("substitute"):
+            names.append(f"classifier/{record['substitute']['key']}")
+        for name in names:
+            problem = self.bench.store.ship(name, self.grid.plan.results_dir / MODELS_SUBDIR)
+            if problem is not None:
+                log.warning("%s x %s: %s; not shipped with its record", record["config"]["defense"],
+                            record["config"]["attack"], problem)
 
     def release(self, cell: Cell) -> None:
         self.claims.release(self.grid.record_id(cell))

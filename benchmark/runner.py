@@ -21,7 +21,7 @@ from .grid import Cell, CellResult, Grid, RunPlan, cell_config, ensure_writable,
 from .grid_progress import GridProgress
 from .provenance import git_commit
 from .registry import ATTACKS, DATASETS, MODELS
-from .store import ModelStore
+from .store import MODELS_SUBDIR, ModelStore
 from .threats import substitute_for
 from .vocab import Threat
 
@@ -47,16 +47,16 @@ def _resolve(plan: RunPlan) -> tuple[dict, dict]:
     return defenses, attacks
 
 
-def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], dict[str, list[dict[str, Any]]]]:
-    """The cells still to evaluate, the skipped ones (a current record exists) and, per defense, the skipped cells'
-    records that predate sanity checks. Cells that share a classifier (defenses with one training configuration) and
-    then an attack come next to each other, so that one process builds each classifier and each set of adversarial
-    inputs once."""
+def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], list[dict[str, Any]]]:
+    """The cells still to evaluate, the skipped ones and the records that let them be skipped (they exist and still
+    describe the attack and the model weights). Cells that share a classifier (defenses with one training
+    configuration) and then an attack come next to each other, so that one process builds each classifier and each
+    set of adversarial inputs once."""
     plan = bench.plan
     n = len(bench.points)
     attack_eps = {a: bench.attack(a).budgets(bench.eps) for a in plan.attacks}
     skipped: dict[Cell, CellResult] = {}
-    missing_checks: dict[str, list[dict[str, Any]]] = {}
+    standing: list[dict[str, Any]] = []
     todo: list[Cell] = []
     for d in plan.defenses:
         for a in plan.attacks:
@@ -64,8 +64,7 @@ def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], dict[str,
             changed = None if old is None else why_stale(old, bench.attack(a), bench.models(d))
             if old is not None and changed is None:
                 skipped[(d, a)] = CellResult(d, a, "skipped", message="record exists")
-                if "checks" not in old:
-                    missing_checks.setdefault(d, []).append(old)
+                standing.append(old)
             else:
                 if changed:
                     log.warning("%s x %s: %s; running the cell again", d, a, changed)
@@ -75,19 +74,7 @@ def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], dict[str,
         groups.setdefault(bench.classifier_key(d), len(groups))
     order = {name: i for i, name in enumerate([*plan.defenses, *plan.attacks])}
     todo.sort(key=lambda c: (groups[bench.classifier_key(c[0])], order[c[1]], order[c[0]]))
-    return Grid(plan, todo, bench.eps, n, attack_eps), skipped, missing_checks
-
-
-def add_missing_checks(bench: Workbench, stale: dict[str, list[dict[str, Any]]]) -> None:
-    """Records written before sanity checks existed get the defense's probes added (they do not depend on the
-    attack), so that every record carries them without re-running its attack. This runs in this process under every
-    executor (a Ray driver too): it only touches records that exist, and is needed once per old record."""
-    for d, recs in stale.items():
-        bench.prepare_defense(d)
-        checks = bench.probe(d)
-        for rec in recs:
-            records.save(bench.plan.results_dir, {**rec, "checks": checks})
-        log.info("%s: sanity checks added to %d earlier record(s)", d, len(recs))
+    return Grid(plan, todo, bench.eps, n, attack_eps), skipped, standing
 
 
 def run(plan: RunPlan, store: ModelStore | None = None, executor: Executor | None = None) -> list[CellResult]:
@@ -97,10 +84,11 @@ def run(plan: RunPlan, store: ModelStore | None = None, executor: Executor | Non
     executor = executor or LocalExecutor()
     device = executor.driver_device(plan)
     ensure_writable(plan.results_dir)
-    bench = Workbench(plan, device, store or ModelStore(), defenses, attacks)
-    grid, results, missing_checks = plan_grid(bench)
-    add_missing_checks(bench, missing_checks)
+    bench = Workbench(plan, device, store or ModelStore(shipped=plan.results_dir / MODELS_SUBDIR), defenses, attacks)
+    grid, results, standing = plan_grid(bench)
     keeper = RecordKeeper(grid, bench)
+    for rec in standing:  # records written before their weights were shipped get them now
+        keeper.ship_models(rec)
     tracker = GridProgress(total=len(grid.todo))
     try:
         results.update(executor.run_cells(grid, bench, keeper, tracker))

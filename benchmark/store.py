@@ -7,6 +7,10 @@ A checkpoint whose hash or format does not check out is reported and rebuilt, ne
 The weights' SHA-256 names the model *instance*: the same spec retrained elsewhere (another CPU, another thread count)
 gives other weights and other numbers. :meth:`ModelStore.recording` collects the instances a piece of work used, so
 that a record can say which models it measured.
+
+The weights a record measured travel with it: :meth:`ModelStore.ship` copies a checkpoint into the results folder
+(``results/models/<kind>/<key>/``, committed with the records), and a store whose cache lacks a checkpoint restores it
+from there (checked like any other) before it would train one. Another machine then measures the same weights.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from .fileio import atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text
 from .hashing import canonical_json, config_hash, file_sha256
 from .paths import cache_dir
 
@@ -31,11 +35,16 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
+MODELS_SUBDIR = "models"  # of a results folder: the checkpoints its records measured
+SHIPPED = Path("results") / MODELS_SUBDIR  # relative to the working folder, like `bench run`'s default results folder
 
 
 class ModelStore:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, shipped: Path | None = SHIPPED) -> None:
+        """``root``: the cache's model folder; ``shipped``: where checkpoints that records measured are kept, to be
+        restored from when the cache lacks them (None: nowhere)."""
         self.root = Path(root) if root is not None else cache_dir() / "models"
+        self.shipped = Path(shipped) if shipped is not None else None
         self._recorders: list[dict[str, str]] = []
 
     @contextmanager
@@ -63,7 +72,7 @@ class ModelStore:
 
         folder = self.folder(kind, spec)
         weights, meta_path = folder / WEIGHTS, folder / META
-        if not meta_path.exists():
+        if not meta_path.exists() and not self._restore(folder):
             return None
         try:
             meta = json.loads(meta_path.read_text())
@@ -80,6 +89,33 @@ class ModelStore:
             log.warning("checkpoint %s is corrupted (%s); rebuilding it", folder, exc)
             return None
         return meta
+
+    def _restore(self, folder: Path) -> bool:
+        """Copy the shipped checkpoint of ``folder`` into the cache, if there is one (weights first, metadata last: a
+        checkpoint without metadata counts as absent); :meth:`load` then checks it like any other."""
+        if self.shipped is None:
+            return False
+        source = self.shipped / folder.relative_to(self.root)
+        if not (source / META).is_file() or not (source / WEIGHTS).is_file():
+            return False
+        log.info("restoring checkpoint %s from %s", folder.relative_to(self.root).as_posix(), self.shipped)
+        atomic_write_bytes(folder / WEIGHTS, (source / WEIGHTS).read_bytes())
+        atomic_write_bytes(folder / META, (source / META).read_bytes())
+        return True
+
+    def ship(self, name: str, dest: Path) -> str | None:
+        """Copy checkpoint ``name`` ("<kind>/<key>") from the cache to ``dest/<kind>/<key>/``; why not, or None when
+        it is there now. Shipped weights are never replaced: records measured them."""
+        source, target = self.root / name, Path(dest) / name
+        if not (source / META).is_file() or not (source / WEIGHTS).is_file():
+            return f"checkpoint {name} is not in this machine's cache ({self.root})"
+        if (target / META).is_file():
+            have = json.loads((target / META).read_text())["weights_sha256"]
+            want = json.loads((source / META).read_text())["weights_sha256"]
+            return None if have == want else f"{target} holds other weights of {name}, which earlier records measured"
+        atomic_write_bytes(target / WEIGHTS, (source / WEIGHTS).read_bytes())
+        atomic_write_bytes(target / META, (source / META).read_bytes())
+        return None
 
     def save(self, kind: str, spec: dict[str, Any], module: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         from safetensors.torch import save_file

@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from benchmark import records
 from benchmark.cli import main
 from benchmark.defense import Defense
+from benchmark.hashing import file_sha256
 from benchmark.registry import ATTACKS, DATASETS, DEFENSES
 
 GRID = ["--dataset", "digits", "--defense", "none,feature-squeezing", "--attack", "fgsm,deepfool", "--n", "40"]
@@ -313,29 +314,6 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkey
     assert len(record_files(results)) == 2 and files[0].read_bytes() == first_bytes
 
 
-def test_records_without_checks_get_them_without_rerunning(tmp_path: Path) -> None:
-    """A record written before sanity checks existed is kept (its cell skipped) and gets the defense's probes."""
-    results = tmp_path / "results"
-    args = ["run", "--dataset", "digits", "--defense", "none,feature-squeezing", "--attack", "fgsm", "--eps", "8/255",
-            "--n", "20", "--results-dir", str(results), "-q"]
-    assert bench(*args).exit_code == 0
-    files = record_files(results)
-    written = {p: json.loads(p.read_text()) for p in files}
-    assert all(set(r["checks"]) >= {"randomness", "gradients", "largest_perturbation"} for r in written.values())
-    for path, rec in written.items():
-        path.write_text(json.dumps({k: v for k, v in rec.items() if k != "checks"}))  # as an old harness wrote it
-
-    again = bench(*args)
-    assert again.exit_code == 0, again.output
-    assert all(line.split()[2] == "skipped" for line in again.stdout.splitlines()[2:] if line.strip())
-    for path, rec in written.items():
-        now = json.loads(path.read_text())
-        records.validate(now)
-        probes = {k: v for k, v in rec["checks"].items() if k != "largest_perturbation"}  # per attack: not rebuilt
-        assert now["checks"] == probes
-        assert {k: v for k, v in now.items() if k != "checks"} == {k: v for k, v in rec.items() if k != "checks"}
-
-
 def test_bench_quiet_environment_variable(tmp_path: Path) -> None:
     args = ["run", "--dataset", "digits", "--defense", "none", "--attack", "fgsm", "--eps", "8/255", "--n", "20"]
     loud = bench(*args, "--results-dir", str(tmp_path / "a"), BENCH_QUIET=None)
@@ -550,3 +528,26 @@ def test_list_datasets_and_all() -> None:
         assert any(line.startswith(f"{kind} (") for line in everything.stdout.splitlines()), kind
     _row(everything.stdout, "feature-squeezing")
     _row(everything.stdout, "resnet")
+
+
+def test_the_weights_a_record_measured_are_shipped_with_it(tmp_path: Path) -> None:
+    """A run puts every checkpoint its records measured under results/models; a machine with an empty cache restores
+    them instead of training its own (other) weights, so the records stand there too."""
+    results = tmp_path / "results"
+    args = ["run", "--dataset", "digits", "--defense", "none,feature-squeezing", "--attack", "fgsm", "--eps", "8/255",
+            "--n", "20", "--results-dir", str(results), "-q"]
+    assert bench(*args).exit_code == 0
+    written = [json.loads(p.read_text()) for p in record_files(results)]
+    for rec in written:
+        for name, sha in rec["models"].items():
+            assert json.loads((results / "models" / name / "meta.json").read_text())["weights_sha256"] == sha
+            assert file_sha256(results / "models" / name / "weights.safetensors") == sha
+
+    again = bench(*args, BENCH_CACHE=str(tmp_path / "empty-cache"))
+    assert again.exit_code == 0, again.output
+    assert all(line.split()[2] == "skipped" for line in again.stdout.splitlines()[2:] if line.strip())
+    assert not list((tmp_path / "empty-cache").rglob("*.tmp"))
+    name = next(iter(written[0]["models"]))
+    for file in ("meta.json", "weights.safetensors"):  # copied, not retrained (a retrained meta has a new date)
+        assert (tmp_path / "empty-cache" / "models" / name / file).read_bytes() == (
+            results / "models" / name / file).read_bytes()

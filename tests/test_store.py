@@ -253,3 +253,34 @@ def test_recording_names_the_weights_handed_out(tmp_path: Path) -> None:
                      f"classifier/{meta_other['key']}": meta_other["weights_sha256"]}
     assert inner == {f"classifier/{meta_other['key']}": meta_other["weights_sha256"]}
     assert not store._recorders
+
+
+def test_a_shipped_checkpoint_is_restored_checked_and_never_replaced(tmp_path: Path, store_logs) -> None:
+    shipped = tmp_path / "results" / "models"
+    first = ModelStore(tmp_path / "a", shipped=None)
+    trained = _tiny(1)
+    meta = first.get_or_build("classifier", SPEC, trained, lambda m: {"test_accuracy": 1.0})
+    name = f"classifier/{meta['key']}"
+    assert first.ship(name, shipped) is None and first.ship(name, shipped) is None  # idempotent
+    assert "not in this machine's cache" in first.ship("classifier/absent", shipped)
+
+    def refuse(module: nn.Module) -> dict:
+        raise AssertionError("a shipped checkpoint must be restored, not trained again")
+
+    fresh = _tiny(2)
+    assert ModelStore(tmp_path / "b", shipped=shipped).get_or_build("classifier", SPEC, fresh, refuse) == meta
+    assert _same(trained, fresh)
+
+    # other weights of the same spec are not shipped over the ones earlier records measured
+    other = ModelStore(tmp_path / "c", shipped=None)
+    other.get_or_build("classifier", SPEC, _tiny(3), lambda m: {"test_accuracy": 0.5})
+    assert "holds other weights" in other.ship(name, shipped)
+    assert json.loads((shipped / name / META).read_text()) == meta
+
+    # a damaged shipped checkpoint is reported and rebuilt like a damaged cached one
+    weights = shipped / name / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    built: list[int] = []
+    ModelStore(tmp_path / "d", shipped=shipped).get_or_build("classifier", SPEC, _tiny(4),
+                                                             lambda m: built.append(1) or {"test_accuracy": 1.0})
+    assert built == [1] and any("corrupted" in r.getMessage() for r in store_logs.records)
