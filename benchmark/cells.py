@@ -181,7 +181,7 @@ class Workbench:
     def models(self, defense: str) -> dict[str, str]:
         """The model instances of ``defense``'s pipeline (its classifier and the defense's own models), as
         ``"<kind>/<key>": weights SHA-256``: the same training config retrained elsewhere gives other weights, and
-        records of other weights must not be merged (see :mod:`benchmark.leaderboard`)."""
+        records of other weights must not be merged (see :mod:`benchmark.instances`)."""
         if defense not in self._models:
             self.prepare_defense(defense)
         return dict(sorted(self._models[defense].items()))
@@ -219,9 +219,9 @@ class Workbench:
         classifier, meta = self.classifier(defense)
         a = self.attack(attack)
         # the weights, not only the training config: inputs crafted on other weights must never be reused
-        key = {"classifier": meta["key"], "weights": meta["weights_sha256"], "attack": attack, "options": a.options(), "eps": list(a.budgets(self.eps)),
-               "test": self.test_hash, "seed": self.plan.seed, "batch_size": self.plan.batch_size,
-               "threat": self.plan.threat.value}
+        key = {"classifier": meta["key"], "weights": meta["weights_sha256"], "attack": attack, "options": a.options(),
+               "eps": list(a.budgets(self.eps)), "test": self.test_hash, "seed": self.plan.seed,
+               "batch_size": self.plan.batch_size, "threat": self.plan.threat.value}
         if self.plan.threat == Threat.OBLIVIOUS:
             return AttackSource(classifier, key, {}, None)
         if self.plan.threat == Threat.TRANSFER:
@@ -294,7 +294,7 @@ def evaluate_cell(bench: Workbench, defense: str, attack: str) -> CellResult:
     config = cell_config(bench.plan, defense, attack, a.budgets(bench.eps), len(bench.points))
     record = build_record(config, a, d, meta, bench.points, bench.test_hash, clean, shared.adv, adv_correct,
                           shared.undefended_correct, detected or None, bench.device, started,
-                          time.perf_counter() - t0, source, draws, bench.models(defense))
+                          time.perf_counter() - t0, source, draws, models=bench.models(defense))
     return CellResult(defense, attack, "done", record=record)
 
 
@@ -310,8 +310,8 @@ def build_record(
     config: dict[str, Any], attack: Attack, defense: Defense, classifier_meta: dict[str, Any], points: Split,
     test_hash: str, clean: CleanEval, adv: AdversarialSet, adv_correct: list[torch.Tensor],
     undefended_correct: list[torch.Tensor], detected: list[torch.Tensor] | None, device: torch.device,
-    started: float, defense_seconds: float, source: AttackSource | None = None, draws: int = 1,
-    models: dict[str, str] | None = None,
+    started: float, defense_seconds: float, source: AttackSource | None = None, draws: int = 1, *,
+    models: dict[str, str],
 ) -> dict[str, Any]:
     n_eps = len(config["eps"])
     robust = [float(c.float().mean()) for c in adv_correct]

@@ -46,4 +46,3 @@ def split_by_weights(records: Iterable[LoadedRecord]) -> tuple[list[LoadedRecord
         for weights, recs in by_weights.items():
             (combined if weights == chosen else aside).extend(recs)
     return combined, aside
-

@@ -7,9 +7,9 @@ Rules:
   section's headline budgets, every threat model included, with each threat model's own worst case, the paper's
   worst case, and the sanity checks' findings (:mod:`benchmark.sanity`); sorted like the details rows. A defense
   without an adaptive record (only oblivious or transfer ones) is marked (†).
-- The details table follows: one row per group of records that share
-  defense, threat model and its options, n, seed, budgets (values and norm) and test points (``test_points_sha256``): records that
-  differ in any of them are never merged. Budgets are L-infinity except those of a fixed-eps attack in another norm
+- The details table follows: one row per group of records that share defense, threat model and its options, n, seed,
+  budgets (values and norm), test points (``test_points_sha256``) and model weights: records that differ in any of
+  them are never merged. Budgets are L-infinity except those of a fixed-eps attack in another norm
   (pgd-l2), which are shown with their norm ("L2 1.5, 3"); a row counts as incomplete (‡) only against the attacks
   of rows with budgets in the same norm. Rows are sorted by worst-case accuracy (largest budget first, highest
   first), ties by name.
@@ -33,6 +33,9 @@ Rules:
   per (data set, model) after the others, "Detection by PixelCNN likelihood": one row per attack (natural sort) with
   the ROC AUC per budget (two decimals, "/"-joined), the adversarial inputs used per budget, their mean bits/dim, n
   and seed, then links to its three figures (which the data set's general figure list then leaves out).
+- Records of different model weights (``models``, :mod:`benchmark.instances`) are never combined: per defense, the
+  sections use the weights with the most records; the others follow at the end, "Other model weights", in details
+  tables of their own whose threat column names the weights.
 - No timestamps, no dict-order dependence: the same records give byte-identical text.
 """
 from __future__ import annotations

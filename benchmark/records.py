@@ -16,8 +16,12 @@ run never leaves a partial one. The schema (version 1):
                 across seeds and repeatable for a seed; ``optimises_in_forward``; input ``gradients`` through the
                 adaptive pipeline, shares of all-zero and non-finite ones; ``probe_points``) and
                 ``largest_perturbation`` per budget in the budget's norm (absent from records that predate it)
-``substitute``  transfer: store key, architecture, seed and test accuracy of the attacked substitute; else null
+``substitute``  transfer: store key, architecture, seed, test accuracy and weights' SHA-256 of the attacked substitute;
+                else null
 ``classifier``  store key, clean test accuracy and training-time defense of the classifier
+``models``      the weights measured: every checkpoint of the defended pipeline (classifier, the defense's own models)
+                as ``"<kind>/<key>": weights SHA-256`` (absent from records that predate it; see
+                :mod:`benchmark.instances`)
 ``test_points_sha256``  hash of the exact test points (pixels and labels)
 ``outcomes``    per example (lists of length n; per-budget lists aligned with ``config.eps``):
                 ``label``; ``clean_correct`` (defended pipeline on the clean input); ``adv_correct`` (defended
