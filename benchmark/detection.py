@@ -13,6 +13,8 @@ One record per data set and classifier, ``results/detection/<dataset>/<model>.js
 ``test_points_sha256``  hash of the exact test points
 ``classifier``   store key and clean test accuracy of the attacked (undefended) classifier
 ``pixelcnn``     store key, test BPD and the reference BPDs of training images (for the paper's p-values)
+``models``       the weights measured, ``"<kind>/<key>": SHA-256`` of the classifier and the PixelCNN (see
+                 :mod:`benchmark.instances`); shipped to ``results/models/`` with the record
 ``clean``        per-example BPD of the clean test points (rounded to 5 decimals) and their mean
 ``cells``        per attack, one entry per budget (aligned with ``config.eps``): ``auc`` (null without adversarial
                  inputs), ``used`` (adversarial inputs that differ from their clean image), ``mean_bpd`` of those, and
@@ -20,7 +22,8 @@ One record per data set and classifier, ``results/detection/<dataset>/<model>.js
 ``provenance``   versions, git commit, device, time: the only part that changes between identical runs
 
 A rerun with other attacks merges its cells into the record; a rerun whose configuration differs is refused rather
-than silently dropping the record's cells. Figures (:func:`detection_figures`) are drawn from records alone.
+than silently dropping the record's cells; a rerun on other model weights (or of a record that does not name its
+weights) measures every attack again and replaces the record. Figures (:func:`detection_figures`) are drawn from records alone.
 """
 from __future__ import annotations
 
@@ -139,7 +142,10 @@ def _same_run(config: dict[str, Any], test_hash: str, old: dict[str, Any]) -> li
     return diffs
 
 
-def _load_existing(path: Path, config: dict[str, Any], test_hash: str) -> dict[str, Any] | None:
+def _load_existing(path: Path, config: dict[str, Any], test_hash: str, models: dict[str, str]
+                   ) -> dict[str, Any] | None:
+    """The cells of the existing record, to be extended; None when there is none or it measured other weights (then
+    every cell is measured again, as `bench run` does)."""
     if not path.exists():
         return None
     try:
@@ -147,6 +153,10 @@ def _load_existing(path: Path, config: dict[str, Any], test_hash: str) -> dict[s
         old_cells = old["cells"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError(f"existing detection record {path} does not parse ({exc}); delete it") from None
+    if old.get("models") != models:
+        log.warning("%s measured %s; measuring every attack again", path,
+                    "other model weights" if old.get("models") else "weights it does not name")
+        return None
     diffs = _same_run(config, test_hash, old)
     if diffs:
         raise BenchError(f"{path} holds a detection run with {', '.join(diffs)}; merging would mix runs: delete it "
@@ -185,7 +195,7 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
     from .progress import progress
     from .provenance import git_commit, versions
     from .registry import ATTACKS, DATASETS, MODELS
-    from .store import ModelStore
+    from .store import MODELS_SUBDIR, ModelStore, instance_name
     from .zoo import get_classifier
 
     # every name is checked before any work starts
@@ -212,21 +222,22 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
     config = {"dataset": plan.dataset, "model": plan.model, "n": len(points), "seed": plan.seed,
               "eps": [float(e) for e in eps], "attacks": [], "pixelcnn_size": plan.pixelcnn_size}
     path = detection_path(plan.results_dir, plan.dataset, plan.model)
-    cells: dict[str, Any] = _load_existing(path, config, test_hash) or {}
     git_commit()  # pin the commit of the loaded code, as the runner does
     started = time.time()
 
     device = resolve_device(plan.device)
-    store = store or ModelStore()
+    store = store or ModelStore(shipped=plan.results_dir / MODELS_SUBDIR)
     classifier, cmeta = get_classifier(dataset, plan.model, build_defense("none"), plan.seed, device, store)
     pixelcnn, pmeta = get_pixelcnn(dataset, device, store, plan.seed, plan.pixelcnn_size)
+    models = {instance_name(m): m["weights_sha256"] for m in sorted((cmeta, pmeta), key=instance_name)}
+    cells: dict[str, Any] = _load_existing(path, config, test_hash, models) or {}
 
     bar = progress(total=len(points) * (1 + len(attacks) * len(eps)), desc="pixelcnn bits/dim", unit="img",
                    position=0, leave=True)
     clean_bpd = _bpd(pixelcnn, points.x, device, plan.batch_size, bar)
     for name, attack in attacks.items():
         # the same key as cells.Workbench.source (oblivious threat): adversarial inputs cached by `bench run` are reused
-        cache_key = {"classifier": cmeta["key"], "attack": name, "options": attack.options(), "eps": list(eps),
+        cache_key = {"classifier": cmeta["key"], "weights": cmeta["weights_sha256"], "attack": name, "options": attack.options(), "eps": list(eps),
                      "test": test_hash, "seed": plan.seed, "batch_size": plan.batch_size, "threat": "oblivious"}
         adv = generate(attack, classifier, points.x, points.y, eps, plan.seed, plan.batch_size, device, cache_key)
         per_eps = []
@@ -245,13 +256,19 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
         "classifier": {"key": cmeta["key"], "test_accuracy": cmeta["metrics"]["test_accuracy"]},
         "pixelcnn": {"key": pmeta["key"], "test_bpd": round(pmeta["metrics"]["test_bpd"], DIGITS),
                      "reference_bpd": pmeta["metrics"]["reference_bpd"]},
+        "models": models,
         "clean": {"bpd": clean, "mean_bpd": round(math.fsum(clean) / len(clean), DIGITS)},
         "cells": cells,
         "provenance": {"versions": versions(), "git_commit": git_commit(), "device": str(device),
                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                        "seconds": round(time.time() - started, 1)},
     }
-    return record, save_detection(plan.results_dir, record)
+    saved = save_detection(plan.results_dir, record)
+    for name in models:  # the weights travel with the record, as a run's do (ModelStore.ship)
+        problem = store.ship(name, plan.results_dir / MODELS_SUBDIR)
+        if problem is not None:
+            log.warning("%s; not shipped with the detection record", problem)
+    return record, saved
 
 
 def summary_rows(record: dict[str, Any]) -> list[list[str]]:

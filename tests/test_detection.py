@@ -209,3 +209,18 @@ def test_leaderboard_without_records_still_shows_detection() -> None:
     text = leaderboard.render([], (), [det])
     assert text.startswith(leaderboard.render([])[:-1])
     assert "| fgsm     | 0.50/0.75 |" in text
+
+
+def test_a_record_of_other_weights_is_measured_again(runs: dict[str, Any], tmp_path: Path) -> None:
+    """Cells measured on other weights (or on weights the record does not name) are never merged with new ones."""
+    results = tmp_path / "results"
+    path = detection_path(results, "digits", "resnet")
+    path.parent.mkdir(parents=True)
+    old = {**runs["record"], "models": {name: "0" * 64 for name in runs["record"]["models"]}}
+    path.write_text(json.dumps(old))
+    result = ok(bench(*DETECT, "--attack", "fgsm", "--results-dir", str(results)))
+    assert "measured other model weights; measuring every attack again" in result.stderr
+    record = json.loads(path.read_text())
+    assert record["models"] == runs["record"]["models"] and record["config"]["attacks"] == ["fgsm"]
+    for name, sha in record["models"].items():  # shipped beside the record
+        assert json.loads((results / "models" / name / "meta.json").read_text())["weights_sha256"] == sha
