@@ -102,6 +102,9 @@ attacks on it are white-box: they count in its "adaptive" column too, and it is 
 inputs, an attack's column the defended pipeline on that attack's adversarial inputs; "worst case" is per example
 over the row's attacks. "↳" rows give published numbers, beside ours where data set, classifier, defense and budgets
 match.
+
+**Model weights**: every row combines records of one set of trained weights (classifier and the defense's own models,
+named in each record and kept under `results/models/`); records of other weights are listed apart, at the end.
 """
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from filelock import FileLock
 
 from .fileio import atomic_write_bytes
-from .store import META, WEIGHTS, ModelStore
+from .store import META, SHIPPED, WEIGHTS, ModelStore
 
 ModelPack = dict[str, dict[str, bytes]]  # "<kind>/<key>" -> {file name: contents}
 
@@ -21,8 +21,8 @@ ModelPack = dict[str, dict[str, bytes]]  # "<kind>/<key>" -> {file name: content
 class RecordingStore(ModelStore):
     """A model store that remembers the checkpoints it was asked for (loaded or built)."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path | None = None, shipped: Path | None = SHIPPED) -> None:
+        super().__init__(root, shipped)
         self.used: dict[str, None] = {}  # an ordered set
 
     def folder(self, kind: str, spec: dict[str, Any]) -> Path:

@@ -35,7 +35,7 @@ from .grid import Cell, CellResult, Grid, RunPlan
 from .grid_progress import GridProgress
 from .modelpack import ModelPack, RecordingStore, unpack
 from .progress import is_quiet, set_quiet
-from .store import ModelStore
+from .store import MODELS_SUBDIR, ModelStore
 from .vocab import Threat
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _workbench(plan: RunPlan, store: ModelStore) -> Workbench:
 
 def build_models(plan: RunPlan, defenses: list[str]) -> ModelPack:
     """Task: every checkpoint the cells of ``defenses`` (one classifier group) need, packed."""
-    store = RecordingStore()
+    store = RecordingStore(shipped=plan.results_dir / MODELS_SUBDIR)  # the driver's shipped weights, if it sees them
     bench = _workbench(plan, store)
     for defense in defenses:
         try:
