@@ -34,8 +34,9 @@ Rules:
   the ROC AUC per budget (two decimals, "/"-joined), the adversarial inputs used per budget, their mean bits/dim, n
   and seed, then links to its three figures (which the data set's general figure list then leaves out).
 - Records of different model weights (``models``, :mod:`benchmark.instances`) are never combined: per defense, the
-  sections use the weights with the most records; the others follow at the end, "Other model weights", in details
-  tables of their own whose threat column names the weights.
+  sections use the weights with the most records, named in the headline's "weights" column (the first characters of
+  ``weights_id``); the others follow at the end, "Other model weights", in details tables of their own whose threat
+  column names the weights.
 - No timestamps, no dict-order dependence: the same records give byte-identical text.
 """
 from __future__ import annotations
@@ -67,6 +68,7 @@ DASH = "–"
 OBLIVIOUS_MARK = "†"
 INCOMPLETE_MARK = "‡"
 COMMAND = "bench leaderboard"
+WEIGHTS_SHOWN = 10  # characters of a weights hash in the headline: enough to tell them apart, "unrecorded" whole
 
 def header(fixed: Sequence[str], minimal: Sequence[str]) -> str:
     """The leaderboard's opening text; ``fixed`` and ``minimal`` name the fixed-budget and the minimal-perturbation
@@ -104,7 +106,10 @@ over the row's attacks. "↳" rows give published numbers, beside ours where dat
 match.
 
 **Model weights**: every row combines records of one set of trained weights (classifier and the defense's own models,
-named in each record and kept under `results/models/`); records of other weights are listed apart, at the end.
+named in each record and kept under `results/models/`); the headline's "weights" column names them by a hash of the
+records' `models` ("unrecorded": records made before weights were named, whose weights are lost). Rows with other
+weights measured other networks, even where the training configuration is the same. Records of other weights than a
+row's are listed apart, at the end.
 """
 
 
@@ -375,6 +380,7 @@ def _checks_cell(h: Headline) -> str:
 def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float, ...]) -> str:
     heads = headlines([r for row in rows for r in row.records], eps)
     seeds = len({h.seed for h in heads}) > 1
+    weights = {(row.key.defense, row.key.seed): row.key.weights for row in rows}  # one per defense (split_by_weights)
     body = []
     for h in heads:
         published = paper.find(dataset, model, h.defense, eps)
@@ -392,9 +398,10 @@ def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float,
             str(o.n),
             claim,
             _checks_cell(h),
+            weights[(h.defense, h.seed)][:WEIGHTS_SHOWN],
         ])
     headers = ["defense", *(["seed"] if seeds else []), "clean", "oblivious", "adaptive", "transfer", "worst case",
-               "95% CI", "n", "paper", "checks"]
+               "95% CI", "n", "paper", "checks", "weights"]
     return _table(headers, body)
 
 

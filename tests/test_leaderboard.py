@@ -574,6 +574,7 @@ def test_records_of_other_weights_are_never_combined(tmp_path: Path) -> None:
     main = section_of(text)
     assert headline_row(text, "none")["worst case"] == "**80/60**"  # fgsm and bim only
     assert "pgd" not in main and headline_row(text, "none")["defense"] == "none †"
+    assert headline_row(text, "none")["weights"] == "unrecorded"
     aside = text.split("## Other model weights (not combined with the rows above)\n", 1)[1]
     (row,) = table_rows(aside)
     assert row["threat"] == f"adaptive, weights {weights_id({'models': {'classifier/k': 'b' * 64}})}"
@@ -592,6 +593,9 @@ def test_the_weights_with_most_records_win_then_the_latest(tmp_path: Path) -> No
         weighed(fgsm, old, "2026-01-01T00:00:00Z"), weighed(bim, old, "2026-01-01T00:00:00Z"),
         weighed(make_record("pgd", [fooled(n, [2]), fooled(n, [2])]), new, "2026-02-01T00:00:00Z")]))
     assert {r.data["models"]["classifier/k"] for r in combined} == {old} and len(aside) == 1  # more records
+    # the headline names the weights its row combines
+    save_all(tmp_path, [weighed(fgsm, new)])
+    assert headline_row(render_dir(tmp_path), "none")["weights"] == weights_id({"models": {"classifier/k": new}})[:10]
     # another defense's records are chosen on their own
     combined, _ = split_by_weights([records.LoadedRecord(Path("x.json"), weighed(make_record(
         "fgsm", [fooled(n, []), fooled(n, [])], defense="adv-fgsm"), new))])
