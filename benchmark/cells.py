@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from .hashing import config_hash
 from .provenance import git_commit, versions
 from .registry import ATTACKS
 from .sanity import largest_perturbations, probe_defense
-from .store import ModelStore, instance_name
+from .store import ModelStore, instances
 from .threats import adaptive_target, eval_draws, substitute_for
 from .vocab import AttackKind, Threat
 from .zoo import classifier_spec, get_classifier
@@ -117,6 +117,16 @@ def predict_all(model: nn.Module, x: torch.Tensor, batch_size: int, device: torc
     return torch.cat([predict(model, x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
+def adversarial_key(classifier_meta: dict[str, Any], name: str, attack: Attack, eps: Sequence[float], test_hash: str,
+                    seed: int, batch_size: int, threat: Threat) -> dict[str, Any]:
+    """The cache key of adversarial inputs crafted on a classifier (``bench run``'s cells and ``bench detect``
+    share them): its weights, not only its training config, so that inputs crafted on other weights are never
+    reused."""
+    return {"classifier": classifier_meta["key"], "weights": classifier_meta["weights_sha256"], "attack": name,
+            "options": attack.options(), "eps": list(eps), "test": test_hash, "seed": seed, "batch_size": batch_size,
+            "threat": threat.value}
+
+
 class Workbench:
     """What the cells of one run share, computed on first use. A failure (:class:`CellFailed`) is kept like a value,
     so every cell that needs the failed part reports the same error without recomputing it."""
@@ -175,7 +185,7 @@ class Workbench:
         with self.store.recording() as used:
             self.defense(defense).prepare(DefenseContext(self.dataset, classifier, self.device, self.store,
                                                          self.plan.seed))
-        self._models.setdefault(defense, {}).update({instance_name(meta): meta["weights_sha256"], **used})
+        self._models.setdefault(defense, {}).update({**instances(meta), **used})
         return classifier
 
     def models(self, defense: str) -> dict[str, str]:
@@ -218,10 +228,8 @@ class Workbench:
         adversarial inputs are ever shared by mistake."""
         classifier, meta = self.classifier(defense)
         a = self.attack(attack)
-        # the weights, not only the training config: inputs crafted on other weights must never be reused
-        key = {"classifier": meta["key"], "weights": meta["weights_sha256"], "attack": attack, "options": a.options(),
-               "eps": list(a.budgets(self.eps)), "test": self.test_hash, "seed": self.plan.seed,
-               "batch_size": self.plan.batch_size, "threat": self.plan.threat.value}
+        key = adversarial_key(meta, attack, a, a.budgets(self.eps), self.test_hash, self.plan.seed,
+                              self.plan.batch_size, self.plan.threat)
         if self.plan.threat == Threat.OBLIVIOUS:
             return AttackSource(classifier, key, {}, None)
         if self.plan.threat == Threat.TRANSFER:

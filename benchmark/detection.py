@@ -23,7 +23,8 @@ One record per data set and classifier, ``results/detection/<dataset>/<model>.js
 
 A rerun with other attacks merges its cells into the record; a rerun whose configuration differs is refused rather
 than silently dropping the record's cells; a rerun on other model weights (or of a record that does not name its
-weights) measures every attack again and replaces the record. Figures (:func:`detection_figures`) are drawn from records alone.
+weights) measures every attack again and replaces the record. Figures (:func:`detection_figures`) are drawn from
+records alone.
 """
 from __future__ import annotations
 
@@ -188,6 +189,7 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
     Returns the whole (merged) record and its path.
     """
     from .adversarial import generate
+    from .cells import adversarial_key
     from .data import load_dataset
     from .defense import build_defense
     from .device import resolve_device
@@ -195,7 +197,8 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
     from .progress import progress
     from .provenance import git_commit, versions
     from .registry import ATTACKS, DATASETS, MODELS
-    from .store import MODELS_SUBDIR, ModelStore, instance_name
+    from .store import MODELS_SUBDIR, ModelStore, instances
+    from .vocab import Threat
     from .zoo import get_classifier
 
     # every name is checked before any work starts
@@ -229,16 +232,15 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
     store = store or ModelStore(shipped=plan.results_dir / MODELS_SUBDIR)
     classifier, cmeta = get_classifier(dataset, plan.model, build_defense("none"), plan.seed, device, store)
     pixelcnn, pmeta = get_pixelcnn(dataset, device, store, plan.seed, plan.pixelcnn_size)
-    models = {instance_name(m): m["weights_sha256"] for m in sorted((cmeta, pmeta), key=instance_name)}
+    models = instances(cmeta, pmeta)
     cells: dict[str, Any] = _load_existing(path, config, test_hash, models) or {}
 
     bar = progress(total=len(points) * (1 + len(attacks) * len(eps)), desc="pixelcnn bits/dim", unit="img",
                    position=0, leave=True)
     clean_bpd = _bpd(pixelcnn, points.x, device, plan.batch_size, bar)
     for name, attack in attacks.items():
-        # the same key as cells.Workbench.source (oblivious threat): adversarial inputs cached by `bench run` are reused
-        cache_key = {"classifier": cmeta["key"], "weights": cmeta["weights_sha256"], "attack": name, "options": attack.options(), "eps": list(eps),
-                     "test": test_hash, "seed": plan.seed, "batch_size": plan.batch_size, "threat": "oblivious"}
+        # bench run's key under the oblivious threat: its cached adversarial inputs are reused
+        cache_key = adversarial_key(cmeta, name, attack, eps, test_hash, plan.seed, plan.batch_size, Threat.OBLIVIOUS)
         adv = generate(attack, classifier, points.x, points.y, eps, plan.seed, plan.batch_size, device, cache_key)
         per_eps = []
         for x_adv in adv.per_eps:
@@ -264,10 +266,8 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
                        "seconds": round(time.time() - started, 1)},
     }
     saved = save_detection(plan.results_dir, record)
-    for name in models:  # the weights travel with the record, as a run's do (ModelStore.ship)
-        problem = store.ship(name, plan.results_dir / MODELS_SUBDIR)
-        if problem is not None:
-            log.warning("%s; not shipped with the detection record", problem)
+    for problem in store.ship(models, plan.results_dir / MODELS_SUBDIR):  # the weights travel with the record
+        log.warning("%s; not shipped with the detection record", problem)
     return record, saved
 
 

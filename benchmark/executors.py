@@ -7,7 +7,7 @@ it measured beside it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 import torch
 
@@ -57,22 +57,21 @@ class RecordKeeper:
             if result.status == "done":
                 assert result.record is not None
                 records.save(self.grid.plan.results_dir, result.record)
-                self.ship_models(result.record)
+                self.ship_models([result.record])
         finally:
             self.release(result.cell)
         return result
 
-    def ship_models(self, record: dict[str, Any]) -> None:
-        """Put the checkpoints ``record`` measured (and its transfer substitute) beside it in the results folder, so
-        that they are kept with it and another machine measures the same weights (see ModelStore.ship)."""
-        names = list(record.get("models") or {})
-        if record.get("substitute"):
-            names.append(f"classifier/{record['substitute']['key']}")
-        for name in names:
-            problem = self.bench.store.ship(name, self.grid.plan.results_dir / MODELS_SUBDIR)
-            if problem is not None:
-                log.warning("%s x %s: %s; not shipped with its record", record["config"]["defense"],
-                            record["config"]["attack"], problem)
+    def ship_models(self, recs: Iterable[dict[str, Any]]) -> None:
+        """Put the checkpoints ``recs`` measured (and their transfer substitutes) beside them in the results folder,
+        so that they are kept with them and another machine measures the same weights (see ModelStore.ship)."""
+        names: list[str] = []
+        for rec in recs:
+            names += rec.get("models") or {}
+            if rec.get("substitute"):
+                names.append(f"classifier/{rec['substitute']['key']}")
+        for problem in self.bench.store.ship(names, self.grid.plan.results_dir / MODELS_SUBDIR):
+            log.warning("%s; not shipped with its records", problem)
 
     def release(self, cell: Cell) -> None:
         self.claims.release(self.grid.record_id(cell))

@@ -12,8 +12,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .fileio import atomic_write_bytes
-from .store import META, SHIPPED, WEIGHTS, ModelStore
+from .store import META, SHIPPED, WEIGHTS, ModelStore, write_checkpoint
 
 ModelPack = dict[str, dict[str, bytes]]  # "<kind>/<key>" -> {file name: contents}
 
@@ -52,5 +51,4 @@ def unpack(store: ModelStore, pack: ModelPack) -> None:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / ".lock")):
-            atomic_write_bytes(folder / WEIGHTS, files[WEIGHTS])
-            atomic_write_bytes(folder / META, files[META])
+            write_checkpoint(folder, files[WEIGHTS], files[META])

@@ -87,8 +87,7 @@ def run(plan: RunPlan, store: ModelStore | None = None, executor: Executor | Non
     bench = Workbench(plan, device, store or ModelStore(shipped=plan.results_dir / MODELS_SUBDIR), defenses, attacks)
     grid, results, standing = plan_grid(bench)
     keeper = RecordKeeper(grid, bench)
-    for rec in standing:  # records written before their weights were shipped get them now
-        keeper.ship_models(rec)
+    keeper.ship_models(standing)  # records written before their weights were shipped get them now (once per model)
     tracker = GridProgress(total=len(grid.todo))
     try:
         results.update(executor.run_cells(grid, bench, keeper, tracker))

@@ -21,7 +21,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from filelock import FileLock
@@ -60,7 +60,7 @@ class ModelStore:
 
     def _note(self, meta: dict[str, Any]) -> dict[str, Any]:
         for seen in self._recorders:
-            seen[instance_name(meta)] = meta["weights_sha256"]
+            seen.update(instances(meta))
         return meta
 
     def folder(self, kind: str, spec: dict[str, Any]) -> Path:
@@ -99,23 +99,23 @@ class ModelStore:
         if not (source / META).is_file() or not (source / WEIGHTS).is_file():
             return False
         log.info("restoring checkpoint %s from %s", folder.relative_to(self.root).as_posix(), self.shipped)
-        atomic_write_bytes(folder / WEIGHTS, (source / WEIGHTS).read_bytes())
-        atomic_write_bytes(folder / META, (source / META).read_bytes())
+        write_checkpoint(folder, (source / WEIGHTS).read_bytes(), (source / META).read_bytes())
         return True
 
-    def ship(self, name: str, dest: Path) -> str | None:
-        """Copy checkpoint ``name`` ("<kind>/<key>") from the cache to ``dest/<kind>/<key>/``; why not, or None when
-        it is there now. Shipped weights are never replaced: records measured them."""
-        source, target = self.root / name, Path(dest) / name
-        if not (source / META).is_file() or not (source / WEIGHTS).is_file():
-            return f"checkpoint {name} is not in this machine's cache ({self.root})"
-        if (target / META).is_file():
-            have = json.loads((target / META).read_text())["weights_sha256"]
-            want = json.loads((source / META).read_text())["weights_sha256"]
-            return None if have == want else f"{target} holds other weights of {name}, which earlier records measured"
-        atomic_write_bytes(target / WEIGHTS, (source / WEIGHTS).read_bytes())
-        atomic_write_bytes(target / META, (source / META).read_bytes())
-        return None
+    def ship(self, names: Iterable[str], dest: Path) -> list[str]:
+        """Copy checkpoints ``names`` ("<kind>/<key>") from the cache to ``dest/<kind>/<key>/``; why any of them is
+        not there now. Shipped weights are never replaced: records measured them."""
+        problems = []
+        for name in dict.fromkeys(names):
+            source, target = self.root / name, Path(dest) / name
+            if not (source / META).is_file() or not (source / WEIGHTS).is_file():
+                problems.append(f"checkpoint {name} is not in this machine's cache ({self.root})")
+            elif not (target / META).is_file():
+                write_checkpoint(target, (source / WEIGHTS).read_bytes(), (source / META).read_bytes())
+            elif json.loads((target / META).read_text())["weights_sha256"] != \
+                    json.loads((source / META).read_text())["weights_sha256"]:
+                problems.append(f"{target} holds other weights of {name}, which earlier records measured")
+        return problems
 
     def save(self, kind: str, spec: dict[str, Any], module: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         from safetensors.torch import save_file
@@ -176,3 +176,15 @@ class ModelStore:
 def instance_name(meta: dict[str, Any]) -> str:
     """``"<kind>/<key>"``: which checkpoint of the store ``meta`` describes."""
     return f"{meta['kind']}/{meta['key']}"
+
+
+def instances(*metas: dict[str, Any]) -> dict[str, str]:
+    """The model instances ``metas`` describe, as a record names them: ``"<kind>/<key>": weights SHA-256``."""
+    return {instance_name(m): m["weights_sha256"] for m in sorted(metas, key=instance_name)}
+
+
+def write_checkpoint(folder: Path, weights: bytes, meta: bytes) -> None:
+    """Write a checkpoint's two files, weights first and metadata last: one without metadata counts as absent, so a
+    reader never sees half of it."""
+    atomic_write_bytes(folder / WEIGHTS, weights)
+    atomic_write_bytes(folder / META, meta)

@@ -261,8 +261,9 @@ def test_a_shipped_checkpoint_is_restored_checked_and_never_replaced(tmp_path: P
     trained = _tiny(1)
     meta = first.get_or_build("classifier", SPEC, trained, lambda m: {"test_accuracy": 1.0})
     name = f"classifier/{meta['key']}"
-    assert first.ship(name, shipped) is None and first.ship(name, shipped) is None  # idempotent
-    assert "not in this machine's cache" in first.ship("classifier/absent", shipped)
+    assert first.ship([name], shipped) == [] and first.ship([name], shipped) == []  # idempotent
+    (problem,) = first.ship([name, "classifier/absent"], shipped)
+    assert "not in this machine's cache" in problem
 
     def refuse(module: nn.Module) -> dict:
         raise AssertionError("a shipped checkpoint must be restored, not trained again")
@@ -274,7 +275,8 @@ def test_a_shipped_checkpoint_is_restored_checked_and_never_replaced(tmp_path: P
     # other weights of the same spec are not shipped over the ones earlier records measured
     other = ModelStore(tmp_path / "c", shipped=None)
     other.get_or_build("classifier", SPEC, _tiny(3), lambda m: {"test_accuracy": 0.5})
-    assert "holds other weights" in other.ship(name, shipped)
+    (problem,) = other.ship([name], shipped)
+    assert "holds other weights" in problem
     assert json.loads((shipped / name / META).read_text()) == meta
 
     # a damaged shipped checkpoint is reported and rebuilt like a damaged cached one
