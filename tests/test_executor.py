@@ -231,7 +231,11 @@ def test_ray_gives_the_local_records_and_leaderboard(tmp_path: Path, ray_cluster
 
 def _kill_cell_workers(plan: dict[str, int], killed: dict[str, int], stop: threading.Event) -> None:
     """Kill (SIGKILL) each Ray worker that is evaluating the cell named by a key of ``plan``, until that cell's
-    workers were killed ``plan[cell]`` times. Ray titles a worker busy with a task ``ray::<task name>``."""
+    workers were killed ``plan[cell]`` times. Ray titles a worker busy with a task ``ray::<task name>``.
+
+    A killed worker keeps its title until it has exited, which on a loaded machine can take longer than one pass over
+    /proc: each process is counted once, else one death would count as two and the cell's retry would be spared."""
+    signalled: set[int] = set()
     while not stop.is_set():
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -240,13 +244,15 @@ def _kill_cell_workers(plan: dict[str, int], killed: dict[str, int], stop: threa
                 title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
+            pid = int(proc.name)
             for cell, times in plan.items():
-                if title.startswith(f"ray::cell {cell}") and killed.get(cell, 0) < times:
+                if title.startswith(f"ray::cell {cell}") and killed.get(cell, 0) < times and pid not in signalled:
                     try:
-                        os.kill(int(proc.name), signal.SIGKILL)
-                        killed[cell] = killed.get(cell, 0) + 1
+                        os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
-                        pass
+                        continue
+                    signalled.add(pid)
+                    killed[cell] = killed.get(cell, 0) + 1
         time.sleep(0.01)
 
 
