@@ -89,7 +89,7 @@ model's column gives its own n where it differs. Its 95% Wilson confidence inter
 paper's own worst case for that row (oblivious attacks), where it has one. "checks" lists what the sanity checks found
 (output randomness against what the defense declares, inner optimisation in the forward pass, all-zero or NaN input
 gradients through the pipeline, a gradient-free attack breaking significantly more of the same points than every
-gradient attack, with McNemar's p; see `benchmark/sanity.py`);
+gradient attack, with McNemar's p corrected for the budgets; see `benchmark/sanity.py`);
 "ok" when they found nothing, "unchecked" for records that predate them.
 Threat models: `oblivious` attacks the undefended classifier and then applies the defense (the protocol of the
 PixelDefend paper's tables); `adaptive` attacks the whole defended pipeline, with BPDA and EOT where needed (the honest

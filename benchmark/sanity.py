@@ -18,7 +18,8 @@ Probed once per defense on a few clean test points (:func:`probe_defense`):
 Checked per record from its own outcomes and attack (:func:`record_flags`), and across the records of a
 leaderboard row (:func:`black_box_beats_white_box`): a gradient-free attack (Square) that does better than every
 gradient attack is the classic sign of masked gradients. "Better" is paired and significant: on the same examples, it
-breaks more than each gradient attack by more than chance would (McNemar's exact test, one-sided, p < 0.05).
+breaks more than each gradient attack by more than chance would (McNemar's exact test, one-sided, p < 0.05 after
+Bonferroni's correction for the several budgets at which it may lead).
 Adversarial inputs outside their budget or box never reach a record (:mod:`benchmark.checks` fails the cell); a record
 stores the largest perturbation it saw per budget instead.
 """
@@ -169,16 +170,18 @@ AttackOutcome = tuple[str, Optional[bool], Sequence[Sequence[bool]]]  # name, ne
 
 def black_box_beats_white_box(attacks: Sequence[AttackOutcome]) -> list[tuple[str, float]]:
     """Gradient-free attacks that, at some budget, break significantly more examples than each gradient attack of the
-    same row (:func:`paired_lead_p` below ``MASKING_ALPHA`` against every one), with that p-value (the largest over the
-    gradient attacks, at the budget where it is smallest). A lead of one or two examples in a hundred is noise, not
-    masked gradients."""
+    same row (:func:`paired_lead_p` below ``MASKING_ALPHA`` against every one), with that p-value: the largest over the
+    gradient attacks (it must beat each), at the budget where it is smallest, times the number of budgets (Bonferroni:
+    with k budgets, a lead somewhere is k chances at a fluke). A lead of one or two examples in a hundred is noise,
+    not masked gradients."""
     white = [robust for _, needs, robust in attacks if needs]
     if not white:
         return []
     found = []
     for name, needs, robust in attacks:
         if needs is False:
-            p = min(max(paired_lead_p(robust[b], w[b]) for w in white) for b in range(len(robust)))
+            lead = min(max(paired_lead_p(robust[b], w[b]) for w in white) for b in range(len(robust)))
+            p = min(1.0, lead * len(robust))
             if p < MASKING_ALPHA:
                 found.append((name, p))
     return found

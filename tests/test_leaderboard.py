@@ -509,11 +509,18 @@ def test_a_black_box_lead_within_noise_is_not_flagged(tmp_path: Path) -> None:
                     threat="adaptive", checks=CLEAN_PROBE),
         make_record("square", [fooled(20, range(6)), fooled(20, range(6))], defense="prefix",
                     needs_gradients=False, threat="adaptive", checks=CLEAN_PROBE),
+        # 5 only square breaks at one budget (p = 1/32) and none at the other: two budgets, two chances (p = 1/16)
+        make_record("pgd", [fooled(100, []), fooled(100, [])], defense="one-budget", needs_gradients=True,
+                    threat="adaptive", checks=CLEAN_PROBE),
+        make_record("square", [fooled(100, []), fooled(100, range(5))], defense="one-budget",
+                    needs_gradients=False, threat="adaptive", checks=CLEAN_PROBE),
     ])
     text = render_dir(tmp_path)
     assert headline_row(text, "near")["checks"] == "ok"
     assert headline_row(text, "swapped")["checks"] == "ok"
-    assert headline_row(text, "prefix")["checks"] == "square (adaptive) beats every gradient attack (p=0.016)"
+    # 6 of 6 at both budgets: (1/2)**6, times two budgets
+    assert headline_row(text, "prefix")["checks"] == "square (adaptive) beats every gradient attack (p=0.031)"
+    assert headline_row(text, "one-budget")["checks"] == "ok"
 
 
 def test_paired_lead_p_is_mcnemars_exact_test() -> None:
@@ -535,7 +542,7 @@ def test_checks_column(tmp_path: Path) -> None:
         make_record("pgd", [fooled(4, []), fooled(4, [0])], checks=CLEAN_PROBE, needs_gradients=True),
         make_record("pgd", [fooled(12, []), fooled(12, [])], defense="squeeze", checks=masked,
                     needs_gradients=True, threat="adaptive"),
-        # 8 examples only the black box breaks, none the other way: p = 2**-8
+        # 8 examples only the black box breaks, none the other way: p = 2**-8, times two budgets
         make_record("square", [fooled(12, [1]), fooled(12, range(1, 9))], defense="squeeze", checks=masked,
                     needs_gradients=False, threat="adaptive"),
         make_record("fgsm", [fooled(4, []), fooled(4, [])], defense="old"),
@@ -550,7 +557,7 @@ def test_checks_column(tmp_path: Path) -> None:
     assert headline_row(text, "noisy")["checks"] == "ok"
     flags = headline_row(text, "squeeze")["checks"]
     assert flags == ("random but declared deterministic; zero gradients (75%); "
-                     "square (adaptive) beats every gradient attack (p=0.0039)")
+                     "square (adaptive) beats every gradient attack (p=0.0078)")
 
 
 # -- model weights ------------------------------------------------------------------------------------------------
