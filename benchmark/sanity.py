@@ -7,6 +7,8 @@ Probed once per defense on a few clean test points (:func:`probe_defense`):
   seed and once with another. A defense that declares itself
   deterministic must give identical outputs across seeds; one that declares itself randomised must differ across
   seeds (else its EOT and multi-draw evaluation are wasted and its trait is wrong); both must repeat for one seed.
+  A randomised defense that gives the same output on every probe point is probed again on the midpoints of pairs of
+  them: a random vote may be unanimous far from any decision boundary.
 - ``optimises_in_forward``: the defense solves an optimisation problem per input, as declared (``optimises``) or
   observed (it calls autograd while purifying, as Defense-GAN's projection does). Gradients through such a step are
   those of an unrolled optimiser and unreliable: a defense differentiated through one is flagged; through BPDA it is
@@ -75,12 +77,22 @@ def _pipeline(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: in
         return torch.cat([purified.flatten(1), defense.classify(classifier, purified)], 1)
 
 
-def probe_randomness(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> dict[str, Any]:
+def _seen_randomness(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> tuple[bool, bool]:
+    """(observed: the output differs across seeds, repeatable: it is the same for one seed)."""
     first = _pipeline(classifier, defense, x, seed)
     again = _pipeline(classifier, defense, x, seed)
     other = _pipeline(classifier, defense, x, seed + 1)
-    observed = not torch.equal(first, other)
-    return {"declared": bool(defense.randomised), "observed": observed, "repeatable": torch.equal(first, again)}
+    return not torch.equal(first, other), torch.equal(first, again)
+
+
+def probe_randomness(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> dict[str, Any]:
+    observed, repeatable = _seen_randomness(classifier, defense, x, seed)
+    if defense.randomised and not observed:
+        # A random vote can be unanimous on every clean point (region-based before a robust classifier). The
+        # midpoints of pairs of probe points lie nearer a decision boundary, where a random decision shows.
+        observed, repeatable_there = _seen_randomness(classifier, defense, 0.5 * (x + x.roll(1, 0)), seed)
+        repeatable = repeatable and repeatable_there
+    return {"declared": bool(defense.randomised), "observed": observed, "repeatable": repeatable}
 
 
 def probe_optimisation(classifier: nn.Module, defense: Defense, x: torch.Tensor, seed: int) -> dict[str, bool]:

@@ -100,6 +100,19 @@ class _Blank(Defense):
         return torch.where(blank, torch.zeros_like(x), x)
 
 
+class _NoisyVote(Defense):
+    """Decides by the classifier's arg max after a small random nudge of its logits: unanimous where the margin is
+    wide, random near a decision boundary (as a region vote is before a robust classifier)."""
+
+    name = "zz-noisy-vote"
+    classifies, randomised = True, True
+
+    def classify(self, classifier, x: torch.Tensor) -> torch.Tensor:
+        logits = classifier(x)
+        nudged = logits + 4 * (torch.rand(logits.shape) - 0.5)
+        return torch.nn.functional.one_hot(nudged.argmax(1), logits.shape[1]).float()
+
+
 @pytest.fixture
 def toy_defenses():
     toys = {cls.name: cls for cls in (_Quantise, _QuantiseClaimingGradients, _Noise, _Blank, _SecretNoise)}
@@ -406,3 +419,21 @@ def test_a_records_models_include_the_defenses_own(tmp_path: Path, digits_classi
     own = json.loads((store.folder("toy", {"dataset": "digits"}) / "meta.json").read_text())
     _, meta = bench.classifier("zz-own-model")
     assert models == {f"classifier/{meta['key']}": meta["weights_sha256"], f"toy/{own['key']}": own["weights_sha256"]}
+
+
+def test_a_random_vote_unanimous_on_clean_points_is_seen_random_between_them(digits_classifier, points):
+    from benchmark.sanity import _seen_randomness, defense_flags, probe_defense
+
+    (x, y), model = points, digits_classifier[0]
+    with torch.no_grad():
+        top2 = model(x).topk(2, 1).values
+    widest = (top2[:, 0] - top2[:, 1]).argsort(descending=True)[:16]
+    x, y = x[widest], y[widest]
+    with torch.no_grad():
+        top2 = model(x).topk(2, 1).values
+    assert bool(((top2[:, 0] - top2[:, 1]) > 4).all())  # margins wider than the nudge: no clean decision changes
+    vote = _NoisyVote()
+    assert _seen_randomness(model, vote, x, seed=0) == (False, True)
+    checks = probe_defense(model, vote, x, y, eot_samples=1, seed=0)
+    assert checks["randomness"] == {"declared": True, "observed": True, "repeatable": True}
+    assert "declared random, never varies" not in defense_flags(checks)
