@@ -85,7 +85,10 @@ command produced each data set's records.
 over every attack run on it under every threat model: an example counts as robust at a budget only if it is
 classified correctly when clean and under every attack, so the worst case can be lower than every column. Records on
 different numbers of test points are combined on the points they share (the same stratified order), and a threat
-model's column gives its own n where it differs. Its 95% Wilson confidence interval follows. "paper" is the PixelDefend
+model's column gives its own n where it differs. "clean" is per example over the same records: for a randomised
+defense an adaptive record counts a clean point only if every one of its evaluation draws classifies it correctly, so
+"clean" can be lower than a one-draw oblivious column (tv-minimization, prm). Its 95% Wilson confidence interval
+follows the worst case. "paper" is the PixelDefend
 paper's own worst case for that row (oblivious attacks), where it has one. "checks" lists what the sanity checks found
 (output randomness against what the defense declares, inner optimisation in the forward pass, all-zero or NaN input
 gradients through the pipeline, a gradient-free attack breaking significantly more of the same points than every
