@@ -23,6 +23,7 @@ class AutoAttack(Attack):
     summary = "AutoAttack: APGD-CE, APGD-T, FAB-T and Square, each on what the others left (Croce and Hein 2020)"
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "torchattacks"
     randomised = True
+    runs_black_box = True  # Square is its last member
 
     # 'standard' is the RobustBench protocol; 'rand' (APGD-CE and APGD-DLR with torchattacks' own EOT over 20 draws)
     # is meant for randomised defenses, but under --threat adaptive our model wrapper already averages their draws

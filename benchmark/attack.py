@@ -24,6 +24,9 @@ class Attack:
     kind: ClassVar[AttackKind] = AttackKind.FIXED
     needs_gradients: ClassVar[bool] = True
     randomised: ClassVar[bool] = False
+    # a gradient attack that also runs a gradient-free member (AutoAttack runs Square): it does as well as that black
+    # box by construction, so it sits out the masked-gradient check (benchmark.sanity) on either side
+    runs_black_box: ClassVar[bool] = False
     # runs only on a defended pipeline (--threat adaptive) whose purifier projects onto a GAN generator
     needs_generator: ClassVar[bool] = False
     # how an adaptive attack that differentiates the defense's components itself (not through the pipeline's BPDA and
@@ -38,6 +41,8 @@ class Attack:
     @classmethod
     def describe(cls) -> dict[str, str]:
         traits = ["gradient" if cls.needs_gradients else "gradient-free"]
+        if cls.runs_black_box:
+            traits.append("runs a black box too")
         if cls.randomised:
             traits.append("randomised")
         if cls.needs_generator:

@@ -343,7 +343,8 @@ def build_record(
         "config": config,
         "attack": {"norm": attack.norm.value, "kind": attack.kind.value, "implementation": attack.library,
                    "options": {**attack.options(), **(source.attack_options if source else {})},
-                   "randomised": attack.randomised, "needs_gradients": attack.needs_gradients},
+                   "randomised": attack.randomised, "needs_gradients": attack.needs_gradients,
+                   "runs_black_box": attack.runs_black_box},
         "defense": {"traits": defense.traits(), "options": defense.options(), "eval_draws": draws},
         "checks": {**clean.checks, "largest_perturbation": largest_perturbations(
             points.x, adv.per_eps, attack.norm.value if attack.kind == AttackKind.FIXED else "linf")},

@@ -8,8 +8,10 @@ run never leaves a partial one. The schema (version 1):
                 fixed-eps attack: L2 for pgd-l2, else L-infinity), n, seed; and, under the adaptive and transfer
                 threat models only (so that oblivious ids never changed), ``threat_options``: adaptive
                 {eot_samples, eval_draws}, transfer {substitute, substitute_seed}
-``attack``      norm, kind, implementation and options of the attack (adaptive: plus ``gradients``, how each purifier
-                is differentiated: exact, bpda-surrogate or bpda-identity, and ``eot_samples``, draws per gradient)
+``attack``      norm, kind, implementation and options of the attack; ``randomised``, ``needs_gradients`` and
+                ``runs_black_box`` (a gradient attack with a gradient-free member, as AutoAttack runs Square; absent
+                in records older than it: false) (adaptive: plus ``gradients``, how each purifier is
+                differentiated: exact, bpda-surrogate or bpda-identity, and ``eot_samples``, draws per gradient)
 ``defense``     traits and options of the defense; ``eval_draws``, draws of the pipeline per evaluated input (an
                 example is correct only if correct in all; above 1 only for randomised defenses under adaptive)
 ``checks``      sanity checks (:mod:`benchmark.sanity`): the defense's probes (``randomness`` declared, observed

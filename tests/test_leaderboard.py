@@ -22,7 +22,8 @@ def make_record(attack: str, adv_correct: Sequence[Sequence[int]], *, clean_corr
                 defense_ms: float = 0.5, detected: Sequence[Sequence[int]] | None = None,
                 clean_detected: Sequence[int] | None = None, norm: str = "linf",
                 threat_options: dict[str, Any] | None = None, traits: str = "purifies",
-                checks: dict[str, Any] | None = None, needs_gradients: bool | None = None) -> dict[str, Any]:
+                checks: dict[str, Any] | None = None, needs_gradients: bool | None = None,
+                runs_black_box: bool | None = None) -> dict[str, Any]:
     """A record that passes ``records.validate``: n is the length of each per-budget list of ``adv_correct``."""
     n = len(adv_correct[0])
     assert len(adv_correct) == len(eps)
@@ -36,7 +37,8 @@ def make_record(attack: str, adv_correct: Sequence[Sequence[int]], *, clean_corr
         "id": records.record_id(config),
         "config": config,
         "attack": {"norm": norm, "kind": "fixed-eps", "implementation": "test", "options": {},
-                   "needs_gradients": needs_gradients},
+                   "needs_gradients": needs_gradients,
+                   **({} if runs_black_box is None else {"runs_black_box": runs_black_box})},
         "defense": {"traits": traits, "options": {}},
         "classifier": {"key": "k", "clean_accuracy": 1.0, "training_defense": "none"},
         "test_points_sha256": f"points-{dataset}-{n}-{seed}",
@@ -521,6 +523,36 @@ def test_a_black_box_lead_within_noise_is_not_flagged(tmp_path: Path) -> None:
     # 6 of 6 at both budgets: (1/2)**6, times two budgets
     assert headline_row(text, "prefix")["checks"] == "square (adaptive) beats every gradient attack (p=0.031)"
     assert headline_row(text, "one-budget")["checks"] == "ok"
+
+
+def test_an_ensemble_running_the_black_box_does_not_hide_its_lead(tmp_path: Path) -> None:
+    """AutoAttack runs Square as its last member, so it breaks whatever Square breaks: were it a white-box attack of
+    the check, no black-box lead could ever be flagged in a row that has it. It sits out; PGD is the white box."""
+    rows = {"masked": True, "older": None}  # "older": a record from before runs_black_box was stored
+    records = []
+    for defense, runs_black_box in rows.items():
+        records += [
+            make_record("pgd", [fooled(100, []), fooled(100, [])], defense=defense, needs_gradients=True,
+                        threat="adaptive", checks=CLEAN_PROBE),
+            make_record("square", [fooled(100, []), fooled(100, range(10))], defense=defense,
+                        needs_gradients=False, threat="adaptive", checks=CLEAN_PROBE),
+            make_record("autoattack", [fooled(100, []), fooled(100, range(10))], defense=defense,
+                        needs_gradients=True, runs_black_box=runs_black_box, threat="adaptive", checks=CLEAN_PROBE),
+        ]
+    save_all(tmp_path, records)
+    text = render_dir(tmp_path)
+    # 10 of 10 only square breaks at 25/255: (1/2)**10, times two budgets
+    assert headline_row(text, "masked")["checks"] == "square (adaptive) beats every gradient attack (p=0.002)"
+    assert headline_row(text, "older")["checks"] == "ok"  # counted as a gradient attack, autoattack hides the lead
+
+
+def test_autoattack_declares_its_black_box_member() -> None:
+    from attacks.autoattack import AutoAttack, Square
+    from attacks.gradient import PGD
+
+    assert AutoAttack.needs_gradients and AutoAttack.runs_black_box
+    assert "runs a black box too" in AutoAttack.describe()["traits"]
+    assert not Square.runs_black_box and not PGD.runs_black_box
 
 
 def test_paired_lead_p_is_mcnemars_exact_test() -> None:
