@@ -298,6 +298,15 @@ def _train_classifier(data, model: str, defense_name: str, device: str, seed: in
                f"val {100 * m['val_accuracy']:.2f}%  [{meta['key']}]")
 
 
+def _require_records(results_dir: Path) -> None:
+    """A mistyped --results-dir must not regenerate an empty leaderboard over the real one."""
+    from .records import records_dir
+
+    if not records_dir(results_dir).is_dir():
+        raise UserError(f"no records under {records_dir(results_dir)}: point --results-dir at a folder that `bench run` "
+                        "wrote (it holds records/)")
+
+
 @main.command()
 @click.option("--check", is_flag=True, help="Exit non-zero when the leaderboard is stale instead of writing it.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
@@ -307,6 +316,8 @@ def _train_classifier(data, model: str, defense_name: str, device: str, seed: in
 def leaderboard(check: bool, results_dir: Path, output: Path) -> None:
     """Regenerate leaderboard.md from the records alone (deterministic)."""
     from . import leaderboard as lb
+
+    _require_records(results_dir)
 
     if check:
         problems = lb.check(results_dir, output)
@@ -331,6 +342,8 @@ def plot(results_dir: Path) -> None:
     """Draw figures from the records into RESULTS_DIR/figures (linked from the leaderboard)."""
     from .detection import detection_figures
     from .plots import accuracy_heatmaps, robustness_curves
+
+    _require_records(results_dir)
 
     for path in [*accuracy_heatmaps(results_dir), *robustness_curves(results_dir), *detection_figures(results_dir)]:
         click.echo(f"wrote {path}")

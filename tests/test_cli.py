@@ -420,10 +420,22 @@ def test_leaderboard_with_a_broken_record_is_one_line(tmp_path: Path) -> None:
 
 
 def test_leaderboard_unwritable_output_is_one_line(tmp_path: Path) -> None:
+    records.records_dir(tmp_path / "results").mkdir(parents=True)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert_user_error(bench("leaderboard", "--results-dir", str(tmp_path / "results"),
                             "--output", str(blocker / "lb.md")), "cannot write", str(blocker / "lb.md"), "--output")
+
+
+def test_a_mistyped_results_dir_leaves_the_leaderboard_alone(tmp_path: Path) -> None:
+    board = tmp_path / "lb.md"
+    board.write_text("the real leaderboard")
+    typo = tmp_path / "resluts"
+    for args in (["leaderboard"], ["leaderboard", "--check"]):
+        assert_user_error(bench(*args, "--results-dir", str(typo), "--output", str(board)),
+                          "no records under", str(typo / "records"), "--results-dir")
+    assert_user_error(bench("plot", "--results-dir", str(typo)), "no records under")
+    assert board.read_text() == "the real leaderboard" and not typo.exists()
 
 
 # -- the model store through bench train ----------------------------------------------------------------------------
