@@ -302,9 +302,10 @@ def _require_records(results_dir: Path) -> None:
     """A mistyped --results-dir must not regenerate an empty leaderboard over the real one."""
     from .records import records_dir
 
-    if not records_dir(results_dir).is_dir():
-        raise UserError(f"no records under {records_dir(results_dir)}: point --results-dir at a folder that `bench run` "
-                        "wrote (it holds records/)")
+    records = records_dir(results_dir)
+    if not records.is_dir():
+        raise UserError(f"no records under {records}: point --results-dir at a folder that `bench run` wrote (it holds "
+                        "records/)")
 
 
 @main.command()

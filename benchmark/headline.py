@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from .errors import BenchError
 from .records import LoadedRecord
-from .sanity import black_box_beats_white_box, defense_flags
+from .sanity import black_box_beats_white_box, defense_flags, masking_side
 
 THREATS = ("oblivious", "adaptive", "transfer")
 
@@ -115,12 +115,6 @@ def _robust(rec: LoadedRecord, budget: int) -> list[bool]:
     return [bool(c and a) for c, a in zip(out["clean_correct"], out["adv_correct"][budget])]
 
 
-def _masking_side(attack: dict[str, Any]) -> bool | None:
-    """The side of the masked-gradient check an attack is on: True white box, False black box, None neither (an
-    ensemble with a black-box member, e.g. AutoAttack with Square, matches that black box by construction)."""
-    return None if attack.get("runs_black_box") else attack.get("needs_gradients")
-
-
 def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str, ...], int]:
     flags: list[str] = []
     unchecked = 0
@@ -131,7 +125,7 @@ def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str
     # only where the attacks saw the defense: an oblivious gradient attack never differentiated through it
     for threat in ("adaptive",):
         mine = [(r, idx) for r, idx in records if r.data["config"]["threat"] == threat]
-        outcomes = [(str(r.data["config"]["attack"]), _masking_side(r.data.get("attack") or {}),
+        outcomes = [(str(r.data["config"]["attack"]), masking_side(r.data.get("attack") or {}),
                      [_robust(r, i) for i in idx]) for r, idx in mine]
         flags += [f"{a} ({threat}) beats every gradient attack (p={p:.2g})"
                   for a, p in black_box_beats_white_box(outcomes)]

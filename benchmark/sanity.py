@@ -179,7 +179,14 @@ def paired_lead_p(black: Sequence[bool], white: Sequence[bool]) -> float:
     return float(binomtest(only_black, only_black + only_white, 0.5, alternative="greater").pvalue)
 
 
-AttackOutcome = tuple[str, Optional[bool], Sequence[Sequence[bool]]]  # name, needs gradients, per budget: robust
+AttackOutcome = tuple[str, Optional[bool], Sequence[Sequence[bool]]]  # name, masking_side, per budget: robust
+
+
+def masking_side(attack: dict[str, Any]) -> Optional[bool]:
+    """The side of :func:`black_box_beats_white_box` a record's ``attack`` is on: True a gradient attack, False a
+    black box, None neither (unknown, or an ensemble with a black-box member: AutoAttack matches Square by
+    construction)."""
+    return None if attack.get("runs_black_box") else attack.get("needs_gradients")
 
 
 def black_box_beats_white_box(attacks: Sequence[AttackOutcome]) -> list[tuple[str, float]]:
@@ -188,12 +195,12 @@ def black_box_beats_white_box(attacks: Sequence[AttackOutcome]) -> list[tuple[st
     gradient attacks (it must beat each), at the budget where it is smallest, times the number of budgets (Bonferroni:
     with k budgets, a lead somewhere is k chances at a fluke). A lead of one or two examples in a hundred is noise,
     not masked gradients."""
-    white = [robust for _, needs, robust in attacks if needs]
+    white = [robust for _, side, robust in attacks if side]
     if not white:
         return []
     found = []
-    for name, needs, robust in attacks:
-        if needs is False:
+    for name, side, robust in attacks:
+        if side is False:
             lead = min(max(paired_lead_p(robust[b], w[b]) for w in white) for b in range(len(robust)))
             p = min(1.0, lead * len(robust))
             if p < MASKING_ALPHA:
