@@ -46,7 +46,8 @@ class RecordKeeper:
         if not self.claims.try_claim(self.grid.record_id(cell)):
             return CellResult(*cell, "busy", message=BUSY)
         old = records.load_one(self.grid.plan.results_dir, self.grid.config(cell))
-        if old is not None and why_stale(old, self.bench.attack(cell[1]), self.bench.models(cell[0])) is None:
+        if old is not None and why_stale(old, self.bench.attack(cell[1]), self.bench.models(cell[0]),
+                                         self.bench.defense(cell[0])) is None:
             self.release(cell)  # another run wrote it after this one planned the grid
             return CellResult(*cell, "skipped", message="record exists (written by another run)")
         return None

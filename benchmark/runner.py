@@ -61,7 +61,7 @@ def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], list[dict
     for d in plan.defenses:
         for a in plan.attacks:
             old = records.load_one(plan.results_dir, cell_config(plan, d, a, attack_eps[a], n))
-            changed = None if old is None else why_stale(old, bench.attack(a), bench.models(d))
+            changed = None if old is None else why_stale(old, bench.attack(a), bench.models(d), bench.defense(d))
             if old is not None and changed is None:
                 skipped[(d, a)] = CellResult(d, a, "skipped", message="record exists")
                 standing.append(old)

@@ -169,6 +169,20 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
     assert f"the attack's options changed ({option})" in third.stderr
     assert json.loads(stale.read_text())["attack"]["options"][option] != "an older setting"
 
+    # so is a record of a defense whose settings have since changed (e.g. a retuned count): the record id does not
+    # hash them either
+    squeezed = next(p for p in files if json.loads(p.read_text())["config"]["defense"] == "feature-squeezing")
+    rec = json.loads(squeezed.read_text())
+    rec["defense"]["options"]["bits"] += 1
+    squeezed.write_text(json.dumps(rec))
+    retuned = bench("run", *GRID, "--results-dir", str(results))
+    assert retuned.exit_code == 0, retuned.output
+    statuses = {(r[0], r[1]): r[2] for r in (line.split() for line in retuned.stdout.splitlines()[2:] if line.strip())}
+    assert statuses.pop(("feature-squeezing", rec["config"]["attack"])) == "done"
+    assert set(statuses.values()) == {"skipped"}
+    assert "the defense's options changed (bits)" in retuned.stderr
+    assert json.loads(squeezed.read_text())["defense"]["options"]["bits"] == rec["defense"]["options"]["bits"] - 1
+
     # a record of other model weights, or of unrecorded ones, is measured again: its numbers describe no model here
     models = json.loads(stale.read_text())["models"]
     assert models and all(len(sha) == 64 for sha in models.values())
