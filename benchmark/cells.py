@@ -25,7 +25,7 @@ from .checks import check_defended
 from .data import Dataset, Split, load_dataset
 from .defense import Defense, DefenseContext, build_defense
 from .errors import CellFailed
-from .grid import CellResult, RunPlan, cell_config
+from .grid import CellResult, RunPlan, cell_config, why_stale
 from .hashing import config_hash
 from .provenance import git_commit, versions
 from .registry import ATTACKS
@@ -195,6 +195,12 @@ class Workbench:
         if defense not in self._models:
             self.prepare_defense(defense)
         return dict(sorted(self._models[defense].items()))
+
+    def why_stale(self, record: dict[str, Any], defense: str, attack: str) -> str | None:
+        """Why ``record`` of the cell (defense, attack) must be measured again, or None when it stands
+        (:func:`benchmark.grid.why_stale`, on the prepared defense)."""
+        models = self.models(defense)  # prepares the defense, which settles its options
+        return why_stale(record, self.attack(attack), models, self.defense(defense))
 
     def prepare(self, defense: str) -> None:
         """Build what the defense and its cells need (classifier, the defense's own models, the transfer substitute):

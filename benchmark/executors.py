@@ -14,7 +14,7 @@ import torch
 from . import cells, records
 from .cells import Workbench
 from .device import resolve_device
-from .grid import Cell, CellResult, Grid, RunPlan, why_stale
+from .grid import Cell, CellResult, Grid, RunPlan
 from .grid_progress import GridProgress
 from .locks import CellClaims
 from .store import MODELS_SUBDIR
@@ -46,8 +46,7 @@ class RecordKeeper:
         if not self.claims.try_claim(self.grid.record_id(cell)):
             return CellResult(*cell, "busy", message=BUSY)
         old = records.load_one(self.grid.plan.results_dir, self.grid.config(cell))
-        if old is not None and why_stale(old, self.bench.attack(cell[1]), self.bench.models(cell[0]),
-                                         self.bench.defense(cell[0])) is None:
+        if old is not None and self.bench.why_stale(old, *cell) is None:
             self.release(cell)  # another run wrote it after this one planned the grid
             return CellResult(*cell, "skipped", message="record exists (written by another run)")
         return None

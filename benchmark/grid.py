@@ -126,7 +126,8 @@ def attack_changed(record: dict[str, Any], attack: Attack) -> str | None:
 def defense_changed(record: dict[str, Any], defense: Defense) -> str | None:
     """Why ``record`` no longer describes what the prepared ``defense`` does (one of its options changed since it was
     written, e.g. a tuned iteration count), or None. Like an attack's settings, a defense's are not in the record id,
-    so without this check a retuned defense would keep the old setting's numbers on the leaderboard."""
+    so without this check a retuned defense would keep the old setting's numbers on the leaderboard. Compared both
+    ways: a record holds exactly the defense's options (an attack's record also holds the adaptive wrapper's)."""
     want = json.loads(json.dumps(defense.options()))
     have = (record.get("defense") or {}).get("options") or {}
     diff = sorted(k for k in {*want, *have} if have.get(k) != want.get(k))
@@ -137,6 +138,6 @@ def defense_changed(record: dict[str, Any], defense: Defense) -> str | None:
 
 def why_stale(record: dict[str, Any], attack: Attack, models: dict[str, str], defense: Defense) -> str | None:
     """Why an existing record must be measured again (another version of the attack, other model weights, other
-    settings of the defense), or None when it stands. ``defense`` must be prepared (its ``models`` computed), since
-    preparing settles options such as a tuned count."""
+    settings of the defense), or None when it stands. ``defense`` must be prepared, since preparing settles options
+    such as a tuned count: :meth:`benchmark.cells.Workbench.why_stale` sees to that."""
     return attack_changed(record, attack) or models_changed(record, models) or defense_changed(record, defense)

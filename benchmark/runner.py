@@ -17,7 +17,7 @@ from . import records
 from .cells import Workbench, build_record, defended_correct, defended_predictions  # noqa: F401  (re-exported)
 from .errors import BenchError
 from .executors import Executor, LocalExecutor, RecordKeeper
-from .grid import Cell, CellResult, Grid, RunPlan, cell_config, ensure_writable, why_stale  # noqa: F401
+from .grid import Cell, CellResult, Grid, RunPlan, cell_config, ensure_writable  # noqa: F401
 from .grid_progress import GridProgress
 from .provenance import git_commit
 from .registry import ATTACKS, DATASETS, MODELS
@@ -61,7 +61,7 @@ def plan_grid(bench: Workbench) -> tuple[Grid, dict[Cell, CellResult], list[dict
     for d in plan.defenses:
         for a in plan.attacks:
             old = records.load_one(plan.results_dir, cell_config(plan, d, a, attack_eps[a], n))
-            changed = None if old is None else why_stale(old, bench.attack(a), bench.models(d), bench.defense(d))
+            changed = None if old is None else bench.why_stale(old, d, a)
             if old is not None and changed is None:
                 skipped[(d, a)] = CellResult(d, a, "skipped", message="record exists")
                 standing.append(old)

@@ -49,6 +49,12 @@ def stderr_lines(result: Result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
+def cell_statuses(result: Result) -> dict[tuple[str, str], str]:
+    """``bench run``'s summary table: (defense, attack) -> status."""
+    rows = (line.split() for line in result.stdout.splitlines()[2:] if line.strip())
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
 def record_files(results: Path) -> list[Path]:
     return sorted(records.records_dir(results).rglob("*.json"))
 
@@ -163,7 +169,7 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
     stale.write_text(json.dumps(rec))
     third = bench("run", *GRID, "--results-dir", str(results))
     assert third.exit_code == 0, third.output
-    statuses = {(r[0], r[1]): r[2] for r in (line.split() for line in third.stdout.splitlines()[2:] if line.strip())}
+    statuses = cell_statuses(third)
     assert statuses.pop((rec["config"]["defense"], "deepfool")) == "done"
     assert set(statuses.values()) == {"skipped"}
     assert f"the attack's options changed ({option})" in third.stderr
@@ -177,7 +183,7 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
     squeezed.write_text(json.dumps(rec))
     retuned = bench("run", *GRID, "--results-dir", str(results))
     assert retuned.exit_code == 0, retuned.output
-    statuses = {(r[0], r[1]): r[2] for r in (line.split() for line in retuned.stdout.splitlines()[2:] if line.strip())}
+    statuses = cell_statuses(retuned)
     assert statuses.pop(("feature-squeezing", rec["config"]["attack"])) == "done"
     assert set(statuses.values()) == {"skipped"}
     assert "the defense's options changed (bits)" in retuned.stderr
@@ -198,7 +204,7 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
         changed[(rec["config"]["defense"], rec["config"]["attack"])] = path
     fourth = bench("run", *GRID, "--results-dir", str(results))
     assert fourth.exit_code == 0, fourth.output
-    statuses = {(r[0], r[1]): r[2] for r in (line.split() for line in fourth.stdout.splitlines()[2:] if line.strip())}
+    statuses = cell_statuses(fourth)
     assert {cell for cell, status in statuses.items() if status == "done"} == set(changed)
     assert "measured other model weights" in fourth.stderr and "predates model fingerprints" in fourth.stderr
     for path in changed.values():
