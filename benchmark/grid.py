@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import records
 from .errors import BenchError
@@ -95,6 +95,16 @@ def ensure_writable(results_dir: Path) -> None:
                          "choose another with --results-dir") from None
 
 
+def _as_recorded(value: Any) -> Any:
+    """``value`` as a record holds it after the JSON round trip (tuples become lists), so it compares equal to it."""
+    return json.loads(json.dumps(value))
+
+
+def _differing(have: dict[str, Any], want: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """The ``keys`` whose values differ between what a record has and what the cell would now write, sorted."""
+    return sorted(k for k in keys if have.get(k) != want.get(k))
+
+
 def models_changed(record: dict[str, Any], models: dict[str, str]) -> str | None:
     """Why ``record`` does not describe the pipeline made of ``models`` (``"<kind>/<key>": weights SHA-256``), or
     None. The same training config retrained on another machine gives other weights and other numbers, so a record
@@ -102,7 +112,7 @@ def models_changed(record: dict[str, Any], models: dict[str, str]) -> str | None
     have = record.get("models")
     if have is None:
         return "its record predates model fingerprints, so which weights it measured is unknown"
-    diff = sorted(k for k in {*have, *models} if have.get(k) != models.get(k))
+    diff = _differing(have, models, {*have, *models})
     if diff:
         return f"its record measured other model weights ({', '.join(diff)})"
     return None
@@ -112,12 +122,12 @@ def attack_changed(record: dict[str, Any], attack: Attack) -> str | None:
     """Why ``record`` no longer describes what ``attack`` does now (its implementation or one of its options
     changed since it was written), or None. Record ids hash the cell, not the attack's settings, so that tuning an
     attack re-runs its cells instead of leaving numbers from the old attack on the leaderboard."""
-    want = json.loads(json.dumps({"implementation": attack.library, "options": attack.options()}))
+    want = _as_recorded({"implementation": attack.library, "options": attack.options()})
     have = record.get("attack") or {}
     have_options = have.get("options") or {}
     if have.get("implementation") != want["implementation"]:
         return f"the attack's implementation changed ({have.get('implementation')} -> {want['implementation']})"
-    diff = sorted(k for k, v in want["options"].items() if have_options.get(k) != v)
+    diff = _differing(have_options, want["options"], want["options"])
     if diff:
         return f"the attack's options changed ({', '.join(diff)})"
     return None
@@ -128,9 +138,9 @@ def defense_changed(record: dict[str, Any], defense: Defense) -> str | None:
     written, e.g. a tuned iteration count), or None. Like an attack's settings, a defense's are not in the record id,
     so without this check a retuned defense would keep the old setting's numbers on the leaderboard. Compared both
     ways: a record holds exactly the defense's options (an attack's record also holds the adaptive wrapper's)."""
-    want = json.loads(json.dumps(defense.options()))
+    want = _as_recorded(defense.options())
     have = (record.get("defense") or {}).get("options") or {}
-    diff = sorted(k for k in {*want, *have} if have.get(k) != want.get(k))
+    diff = _differing(have, want, {*have, *want})
     if diff:
         return f"the defense's options changed ({', '.join(diff)})"
     return None
