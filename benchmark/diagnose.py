@@ -5,7 +5,10 @@ reach, whatever the attacker's gradients: then a strong adaptive attack fails fo
 masked gradients. This measures it on the adversarial inputs of one attack (generated here, on the first n test
 points): per budget, the share of perturbed sub-pixels that the purifier returns to the value it gives the clean
 image ("undone"), the ratio of the L1 distance between the purified adversarial and purified clean inputs to the
-L1 size of the perturbation ("surviving", 0 = all undone, 1 = passed through), and the defended accuracy.
+L1 size of the perturbation ("surviving", 0 = all undone, 1 = passed through), and the defended accuracy. A first
+row does the same for the clean points. Every row also names the class the defended pipeline predicts most and how
+often: a pipeline that sends most inputs to one class (a classifier collapsed onto a catch-all class on the purifier's
+outputs, say) shows it there, where accuracy alone only says that it is low.
 
 ``bpda="soft"`` (adaptive threat, PixelDefend only) gives the attacker PixelDefend's smooth stand-in
 (:func:`defenses.pixeldefend.soft_purify`) as its BPDA approximation instead of the identity: a check that the
@@ -57,24 +60,35 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
     adv = generate(attack, target, points.x, points.y, budgets, seed, batch_size, dev)
     x = points.x.to(dev)
     clean = _purified(defense, x, batch_size, seed)
-    rows = []
+    common = {"dataset": dataset_name, "defense": defense_name, "attack": attack_name, "threat": threat.value,
+              "bpda": bpda}
+    rows = [{**common, "eps": "clean", "n": len(x), "perturbed_subpixels": 0.0, "undone": None, "surviving_l1": None,
+             **_predictions(classifier, clean, points.y, batch_size)}]
     for e, xa in zip(budgets, adv.per_eps):
         xa = xa.to(dev)
         purified = _purified(defense, xa, batch_size, seed)
         moved = (xa - x).abs() > 1e-6
         undone = ((purified - clean).abs() <= 1e-6) & moved
         surviving = (purified - clean).abs().flatten(1).sum(1) / (xa - x).abs().flatten(1).sum(1).clamp_min(1e-12)
-        with torch.no_grad():
-            correct = classifier(purified).argmax(1).cpu() == points.y
         rows.append({
-            "dataset": dataset_name, "defense": defense_name, "attack": attack_name, "threat": threat.value,
-            "bpda": bpda, "eps": format_eps(e), "n": len(x),
+            **common, "eps": format_eps(e), "n": len(x),
             "perturbed_subpixels": round(float(moved.float().mean()), 4),
             "undone": round(float(undone.sum() / moved.sum().clamp_min(1)), 4),
             "surviving_l1": round(float(surviving.mean()), 4),
-            "defended_accuracy": round(float(correct.float().mean()), 4),
+            **_predictions(classifier, purified, points.y, batch_size),
         })
     return rows
+
+
+def _predictions(classifier, purified: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, Any]:
+    """The defended accuracy on ``purified`` and the class predicted most often, with its share."""
+    with torch.no_grad():
+        predicted = torch.cat([classifier(purified[i : i + batch_size]).argmax(1).cpu()
+                               for i in range(0, len(purified), batch_size)])
+    counts = torch.bincount(predicted)
+    top = int(counts.argmax())
+    return {"defended_accuracy": round(float((predicted == y).float().mean()), 4),
+            "most_predicted": f"{top} ({float(counts[top]) / len(predicted):.0%})"}
 
 
 def _use_soft_surrogate(defense, threat: Threat) -> None:

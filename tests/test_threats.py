@@ -336,12 +336,38 @@ def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
 
     common = dict(dataset_name="digits", model_name="resnet", attack_name="fgsm", eps=(25 / 255,), n=10,
                   threat=Threat.OBLIVIOUS, device="cpu")
-    (none,) = purification_survival(defense_name="none", **common)
+    clean, none = purification_survival(defense_name="none", **common)
     assert none["undone"] == 0 and none["surviving_l1"] == 1.0 and none["perturbed_subpixels"] > 0.5
-    (squeezed,) = purification_survival(defense_name="feature-squeezing", **common)
+    assert clean["eps"] == "clean" and clean["perturbed_subpixels"] == 0 and clean["defended_accuracy"] >= 0.8
+    assert none["defended_accuracy"] < clean["defended_accuracy"]
+    # ten balanced test points, at least eight classified right: no class takes more than three of the predictions
+    top_class, share = clean["most_predicted"].split()
+    assert int(top_class) in range(10) and int(share.strip("(%)")) <= 30
+    _, squeezed = purification_survival(defense_name="feature-squeezing", **common)
     assert squeezed["undone"] > 0.3  # bit-depth reduction rounds most small changes back
     with pytest.raises(BenchError, match="--bpda soft needs --threat adaptive and a PixelDefend defense"):
         purification_survival(defense_name="feature-squeezing", bpda="soft", **common)
+
+
+class _Blank(Defense):
+    """Purifies every input to the same blank image: the pipeline then predicts one class for everything."""
+
+    name = "zz-blank"
+    purifies = True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def test_diagnose_shows_a_pipeline_collapsed_onto_one_class(digits_classifier, monkeypatch):
+    from benchmark import diagnose
+
+    monkeypatch.setattr(diagnose, "build_defense", lambda name: _Blank())
+    rows = diagnose.purification_survival("digits", "resnet", "zz-blank", "fgsm", (25 / 255,), 10, Threat.OBLIVIOUS,
+                                          device="cpu")
+    assert [r["eps"] for r in rows] == ["clean", "25/255"]
+    assert all(r["most_predicted"].endswith("(100%)") and r["defended_accuracy"] <= 0.2 for r in rows)
+    assert rows[1]["undone"] == 1.0 and rows[1]["surviving_l1"] == 0
 
 
 class _InnerDescent(Defense):
