@@ -349,10 +349,10 @@ def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
         purification_survival(defense_name="feature-squeezing", bpda="soft", **common)
 
 
-class _Blank(Defense):
-    """Purifies every input to the same blank image: the pipeline then predicts one class for everything."""
+class _AllBlack(Defense):
+    """Purifies every input to the same all-black image: the pipeline then predicts one class for everything."""
 
-    name = "zz-blank"
+    name = "zz-all-black"
     purifies = True
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
@@ -362,8 +362,8 @@ class _Blank(Defense):
 def test_diagnose_shows_a_pipeline_collapsed_onto_one_class(digits_classifier, monkeypatch):
     from benchmark import diagnose
 
-    monkeypatch.setattr(diagnose, "build_defense", lambda name: _Blank())
-    rows = diagnose.purification_survival("digits", "resnet", "zz-blank", "fgsm", (25 / 255,), 10, Threat.OBLIVIOUS,
+    monkeypatch.setattr(diagnose, "build_defense", lambda name: _AllBlack())
+    rows = diagnose.purification_survival("digits", "resnet", "zz-all-black", "fgsm", (25 / 255,), 10, Threat.OBLIVIOUS,
                                           device="cpu")
     assert [r["eps"] for r in rows] == ["clean", "25/255"]
     assert all(r["most_predicted"].endswith("(100%)") and r["defended_accuracy"] <= 0.2 for r in rows)
