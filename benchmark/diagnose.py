@@ -22,6 +22,7 @@ import torch
 
 from .adversarial import generate
 from .budgets import format_eps
+from .cells import predict_all
 from .data import load_dataset
 from .defense import DefenseContext, build_defense
 from .device import resolve_device
@@ -82,9 +83,7 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
 
 def _predictions(classifier, purified: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, Any]:
     """The defended accuracy on ``purified`` and the class predicted most often, with its share."""
-    with torch.no_grad():
-        predicted = torch.cat([classifier(purified[i : i + batch_size]).argmax(1).cpu()
-                               for i in range(0, len(purified), batch_size)])
+    predicted = predict_all(classifier, purified, batch_size, purified.device)
     counts = torch.bincount(predicted)
     top = int(counts.argmax())
     return {"defended_accuracy": round(float((predicted == y).float().mean()), 4),
