@@ -105,15 +105,43 @@ class FashionMnist(_TorchvisionSource):
         return FashionMNIST
 
 
+# The SHA-256 that ../shared/data/README.txt publishes for its class-folder copy of CIFAR-10 (uint8 images in (class,
+# file name) order, then uint8 labels): a copy that does not match is refused rather than measured.
+CIFAR10_FOLDER_SHA256 = {
+    "train": "fd63cf66506d10433f4127c0491b05189542304a6184123b7afbeeb13e628cce",
+    "test": "d73d532ddaf6883d8f23c83851d30286d66d864a63bd82d01389782e8062a211",
+}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
 @register_dataset("cifar10")
 class Cifar10(_TorchvisionSource):
     shape = (3, 32, 32)
     family = "cifar"
-    summary = "CIFAR-10, 50,000 + 10,000, torchvision layout under the data root"
+    summary = "CIFAR-10, 50,000 + 10,000, torchvision layout or CIFAR10/{train,test}/<class>/ PNGs under the data root"
     folder = "cifar-10-batches-py"
     files = ("data_batch_1", "test_batch")
+    image_folder = "CIFAR10"
 
     def _torchvision_class(self):
         from torchvision.datasets import CIFAR10
 
         return CIFAR10
+
+    def arrays(self, root: Path, download: bool):
+        if not (root / self.folder).is_dir() and (root / self.image_folder / "train").is_dir():
+            return self._from_class_folders(root / self.image_folder)
+        return super().arrays(root, download)
+
+    def _from_class_folders(self, folder: Path):
+        from .image_folder import read_image_folder, split_sha256
+
+        arrays = read_image_folder(folder, cache_dir() / "data")
+        if arrays.classes != CIFAR10_CLASSES:
+            raise BenchError(f"{folder} holds classes {', '.join(arrays.classes)}; CIFAR-10's are "
+                             f"{', '.join(CIFAR10_CLASSES)}")
+        for split, x, y in (("train", arrays.train_x, arrays.train_y), ("test", arrays.test_x, arrays.test_y)):
+            if split_sha256(x, y) != CIFAR10_FOLDER_SHA256[split]:
+                raise BenchError(f"{folder}/{split} does not match the published SHA-256 of CIFAR-10's {split} split "
+                                 "(a changed or missing image): restore the copy from its source")
+        return arrays.train_x, arrays.train_y, arrays.test_x, arrays.test_y

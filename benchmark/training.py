@@ -95,7 +95,10 @@ def train_classifier(
     the slow trainings (the robust manifold classifier's epoch on Fashion-MNIST takes over half an hour of CPU)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(device)
+    # channels-last makes oneDNN's convolutions about a fifth faster on CPU (`bench perf network`); the weights it
+    # saves are made contiguous again by the store
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    model.to(device, memory_format=layout)
     train = dataset.train
     steps_per_epoch = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
@@ -132,7 +135,7 @@ def train_classifier(
         perm = extra["perm"] if start else torch.randperm(len(train), generator=gen)
         for batch in range(start, steps_per_epoch):
             idx = perm[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-            x = augment(train.x[idx], cfg, gen).to(device)
+            x = augment(train.x[idx], cfg, gen).to(device, memory_format=layout)
             y = train.y[idx].to(device)
             loss = loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)
