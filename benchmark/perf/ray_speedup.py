@@ -19,20 +19,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from benchmark.perf import timing
 
 ATTACKS = ("fgsm", "fgm", "bim", "pgd", "deepfool", "uniform-noise", "gaussian-blur", "contrast-reduction")
 
 
 def ray_speedup(attacks: tuple[str, ...] = ATTACKS, n: int = 360, workers: int = 2) -> dict[str, Any]:
-    from .executors import LocalExecutor
-    from .grid import RunPlan
-    from .progress import set_quiet
-    from .ray_executor import RayExecutor
-    from .runner import run
+    from benchmark.core.progress import set_quiet
+    from benchmark.engine.executors import LocalExecutor
+    from benchmark.engine.grid import RunPlan
+    from benchmark.engine.ray_executor import RayExecutor
+    from benchmark.engine.runner import run
 
     set_quiet(True)
     root = Path(tempfile.mkdtemp(prefix="bench-perf-ray-"))
@@ -44,9 +45,7 @@ def ray_speedup(attacks: tuple[str, ...] = ATTACKS, n: int = 360, workers: int =
 
     def timed(label: str, runner: Any) -> float:
         shutil.rmtree(root / "cache" / "adversarial", ignore_errors=True)  # every run attacks afresh
-        t0 = time.perf_counter()
-        results = run(replace(plan, results_dir=root / label), executor=runner)
-        seconds = time.perf_counter() - t0
+        seconds, results = timing.timed(lambda: run(replace(plan, results_dir=root / label), executor=runner))
         bad = [r for r in results if r.status != "done"]
         if bad:
             raise RuntimeError(f"{label}: {bad[0].defense} x {bad[0].attack} {bad[0].status}: {bad[0].message}")
@@ -55,9 +54,7 @@ def ray_speedup(attacks: tuple[str, ...] = ATTACKS, n: int = 360, workers: int =
     try:
         timed("warm-up", LocalExecutor())  # trains the classifier; loads every module; not reported
         serial = timed("serial", LocalExecutor())
-        t0 = time.perf_counter()
-        executor.connect()  # the workers inherit this process's BENCH_CACHE
-        cluster_start = time.perf_counter() - t0
+        cluster_start, _ = timing.timed(executor.connect)  # the workers inherit this process's BENCH_CACHE
         cold = timed("ray-cold", executor)
         warm = timed("ray-warm", executor)
         serial_again = timed("serial-again", LocalExecutor())

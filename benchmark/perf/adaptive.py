@@ -12,18 +12,18 @@ the next ``steps`` is reported, so that a stand-in that refreshes now and then (
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .data import load_dataset
-from .defense import DefenseContext, build_defense
-from .device import resolve_device
-from .store import ModelStore
-from .threats import ThreatOptions
-from .zoo import get_classifier
+from benchmark.core.defense import DefenseContext, build_defense
+from benchmark.core.device import resolve_device
+from benchmark.data.dataset import load_dataset
+from benchmark.engine.threats import ThreatOptions
+from benchmark.perf.timing import timed
+from benchmark.store.model_store import ModelStore
+from benchmark.training.zoo import get_classifier
 
 
 def adaptive_step_cost(dataset_name: str, model_name: str, defenses: Sequence[str], n: int = 32, steps: int = 10,
@@ -64,11 +64,7 @@ def _mean_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
     xi = x.clone()
     for _ in range(steps + 1):
         xi = xi.detach().requires_grad_(True)
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(xi), y)
-        (grad,) = torch.autograd.grad(loss, xi)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        seconds, (grad,) = timed(lambda xi=xi: torch.autograd.grad(F.cross_entropy(model(xi), y), xi), dev)
+        times.append(seconds)
         xi = (xi + grad.sign() / 255).clamp(0, 1)
     return sum(times[1:]) / steps

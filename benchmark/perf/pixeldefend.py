@@ -9,16 +9,11 @@ the production path aims at most twice that.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
-
-def _seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+from benchmark.perf.timing import best_of, timed
 
 
 def _compare(fast: torch.Tensor, ref: torch.Tensor, margins: torch.Tensor, rows: int, tol: float) -> dict[str, int]:
@@ -41,12 +36,11 @@ def pixeldefend_speed(case: str, batch: int = 64, reference_rows: int = 2, devic
                       tol: float = 1e-3) -> dict[str, Any]:
     """One row of the benchmark. ``case``: a data set whose trained PixelCNN is used (e.g. mnist5k), or ``32x32x3``
     (an untrained PixelCNN of the default size: the speed of a network does not depend on its weights)."""
+    from benchmark.core.device import resolve_device
+    from benchmark.data.dataset import load_dataset
+    from benchmark.store.model_store import ModelStore
+    from benchmark.training.pixelcnn import PixelCNNConfig, build_pixelcnn, get_pixelcnn
     from defenses.pixeldefend import EPS_DEFEND, eps_levels, purify, purify_reference
-
-    from .data import load_dataset
-    from .device import resolve_device
-    from .generative import PixelCNNConfig, build_pixelcnn, get_pixelcnn
-    from .store import ModelStore
 
     dev = resolve_device(device)
     if case == "32x32x3":
@@ -64,12 +58,9 @@ def pixeldefend_speed(case: str, batch: int = 64, reference_rows: int = 2, devic
     c, h, w = x.shape[1:]
     rows = h if reference_rows <= 0 else min(reference_rows, h)
     with torch.no_grad():
-        model(x)  # warm-up
-        forward_s = min(_seconds(lambda: model(x)) for _ in range(3))
-    fast_out: list[torch.Tensor] = []
-    fast_s = _seconds(lambda: fast_out.append(purify(model, x, eps)))
-    ref_out: list[Any] = []
-    ref_part_s = _seconds(lambda: ref_out.append(purify_reference(model, x, eps, rows=rows)))
+        forward_s = best_of({"forward": lambda: model(x)}, repeats=3, warmup=1, device=dev)["forward"]
+    fast_s, fast = timed(lambda: purify(model, x, eps), dev)
+    ref_part_s, ref = timed(lambda: purify_reference(model, x, eps, rows=rows), dev)
     ref_s = ref_part_s * h / rows  # every sub-pixel costs the reference one full forward pass
     return {
         "case": case, "trained": trained, "shape": f"{h}x{w}x{c}", "batch": batch, "eps_defend": f"{eps}/255",
@@ -78,16 +69,16 @@ def pixeldefend_speed(case: str, batch: int = 64, reference_rows: int = 2, devic
         "fast_over_forward": round(fast_s / forward_s, 2),
         "reference_s": round(ref_s, 1), "reference_rows_run": rows,
         "speedup": round(ref_s / fast_s, 1),
-        **_compare(fast_out[0], ref_out[0][0], ref_out[0][1], rows, tol),
+        **_compare(fast, ref[0], ref[1], rows, tol),
     }
 
 
 def pixelcnn_training_speed(case: str = "mnist5k", batch: int = 32, steps: int = 5, device: str = "auto"
                             ) -> dict[str, Any]:
     """Training images per second of the default PixelCNN (forward, backward and Adam step), measured here."""
-    from .data import load_dataset
-    from .device import resolve_device
-    from .generative import PixelCNNConfig, build_pixelcnn
+    from benchmark.core.device import resolve_device
+    from benchmark.data.dataset import load_dataset
+    from benchmark.training.pixelcnn import PixelCNNConfig, build_pixelcnn
 
     dev = resolve_device(device)
     data = load_dataset(case)
@@ -101,6 +92,5 @@ def pixelcnn_training_speed(case: str = "mnist5k", batch: int = 32, steps: int =
         loss.backward()
         opt.step()
 
-    step()
-    seconds = min(_seconds(step) for _ in range(steps))
+    seconds = best_of({"step": step}, repeats=steps, warmup=1, device=dev)["step"]
     return {"case": case, "batch": batch, "train_images_per_second": round(batch / seconds, 1)}

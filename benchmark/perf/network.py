@@ -1,17 +1,19 @@
 """``bench perf network``: one forward and backward pass of a stored classifier, batch norms folded or not.
 
 Every gradient attack step is such a pass (the loss's gradient with respect to the input), so this is the ratio by
-which folding (:func:`benchmark.zoo.fold_batch_norm`) speeds up the attacks. Both versions run on the same batch of
-test points, interleaved, and the fastest of ``steps`` passes is reported for each. The outputs and input gradients
-of the two are compared too: folding changes the order of floating-point operations, not the function.
+which folding (:func:`benchmark.training.zoo.fold_batch_norm`) speeds up the attacks. Both versions run on the same
+batch of test points, interleaved (:func:`benchmark.perf.timing.best_of`, one untimed round first), and the fastest
+of ``steps`` passes is reported for each. The outputs and input gradients of the two are compared too: folding
+changes the order of floating-point operations, not the function.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from benchmark.perf.timing import best_of
 
 
 def _pass(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,11 +25,11 @@ def _pass(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
 
 def network_step_cost(dataset_name: str = "mnist5k", models: Sequence[str] = ("resnet", "vgg"), n: int = 100,
                       steps: int = 10, device: str = "auto", seed: int = 0) -> list[dict[str, Any]]:
-    from .data import load_dataset
-    from .defense import build_defense
-    from .device import resolve_device
-    from .store import ModelStore
-    from .zoo import get_classifier
+    from benchmark.core.defense import build_defense
+    from benchmark.core.device import resolve_device
+    from benchmark.data.dataset import load_dataset
+    from benchmark.store.model_store import ModelStore
+    from benchmark.training.zoo import get_classifier
 
     dev = resolve_device(device)
     dataset = load_dataset(dataset_name)
@@ -37,17 +39,14 @@ def network_step_cost(dataset_name: str = "mnist5k", models: Sequence[str] = ("r
     for name in models:
         versions = {fold: get_classifier(dataset, name, build_defense("none"), seed, dev, ModelStore(), fold=fold)[0]
                     for fold in (False, True)}
-        best = {False: float("inf"), True: float("inf")}
-        for round_ in range(steps + 1):
-            for fold, model in versions.items():
-                t0 = time.perf_counter()
-                _pass(model, x, y)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                if round_:  # the first round warms caches up and is not counted
-                    best[fold] = min(best[fold], time.perf_counter() - t0)
+        # interleaved; one untimed round first warms caches up
+        plain, folded = versions[False], versions[True]
+        times = best_of({"plain": lambda m=plain: _pass(m, x, y), "folded": lambda m=folded: _pass(m, x, y)},
+                        repeats=steps, warmup=1, device=dev)
+        best = {False: times["plain"], True: times["folded"]}
         (plain_logits, plain_grad), (folded_logits, folded_grad) = (_pass(m, x, y) for m in versions.values())
-        relative = (folded_grad - plain_grad).flatten(1).norm(dim=1) / plain_grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+        relative = ((folded_grad - plain_grad).flatten(1).norm(dim=1)
+                    / plain_grad.flatten(1).norm(dim=1).clamp_min(1e-12))
         rows.append({"dataset": dataset_name, "model": name, "n": n,
                      "plain_ms_per_image": round(1000 * best[False] / n, 3),
                      "folded_ms_per_image": round(1000 * best[True] / n, 3),

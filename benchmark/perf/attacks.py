@@ -9,22 +9,23 @@ cheaper, the reference is what the benchmark ran before, built here directly fro
 * ``fgm`` and ``uniform-noise``: foolbox's ``L2FastGradientAttack`` and ``LinfAdditiveUniformNoiseAttack`` called with
   the attack's whole sweep of budgets (foolbox runs every budget on the whole batch), the first success kept.
 
-Both sides run through the same harness (:func:`benchmark.adversarial.generate`: the same seeding, checks and size
-bookkeeping) on the undefended mnist5k ResNet and the first ``n`` test points, interleaved, best of ``repeats`` for the
-time. Reported per side: wall time, success (the harness's re-check, on the correctly classified points), the median
+Both sides run through the same harness (:func:`benchmark.engine.adversarial.generate`: the same seeding, checks and
+size bookkeeping) on the undefended mnist5k ResNet and the first ``n`` test points, interleaved, best of ``repeats``
+for the time (:func:`benchmark.perf.timing.best_of`; no warm-up call by default: each side runs for seconds to
+minutes). Reported per side: wall time, success (the harness's re-check, on the correctly classified points), the median
 unclipped size of the successes in the attack's norm, and the undefended accuracy after projection into each budget
 (what the grid reports). ``not_weaker`` holds when success is not lower, the median size is at most 2% larger and no
 accuracy is higher.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
-from .attack import Attack
-from .vocab import AttackKind
+from benchmark.core.attack import Attack
+from benchmark.core.vocab import AttackKind
+from benchmark.perf.timing import best_of
 
 TOLERANCE = 0.02  # a median size up to 2% larger still counts as not weaker (run-to-run noise of the optimisers)
 
@@ -71,7 +72,7 @@ class _Reference(Attack):
 
 
 def _summary(adv, model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, size: str) -> dict[str, Any]:
-    from .adversarial import predict
+    from benchmark.engine.adversarial import predict
 
     found = adv.unbounded["found"].bool() & correct
     sizes = adv.unbounded[size][found]
@@ -81,16 +82,16 @@ def _summary(adv, model, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor
 
 
 def compare_attacks(names: tuple[str, ...] = tuple(REFERENCES), n: int = 100, repeats: int = 1,
-                    device: str = "auto") -> list[dict[str, Any]]:
-    from .adversarial import generate, predict
-    from .budgets import format_eps
-    from .data import load_dataset
-    from .defense import build_defense
-    from .device import resolve_device
-    from .errors import BenchError
-    from .registry import ATTACKS
-    from .store import ModelStore
-    from .zoo import get_classifier
+                    device: str = "auto", warmup: int = 0) -> list[dict[str, Any]]:
+    from benchmark.core.budgets import format_eps
+    from benchmark.core.defense import build_defense
+    from benchmark.core.device import resolve_device
+    from benchmark.core.errors import BenchError
+    from benchmark.core.registry import ATTACKS
+    from benchmark.data.dataset import load_dataset
+    from benchmark.engine.adversarial import generate, predict
+    from benchmark.store.model_store import ModelStore
+    from benchmark.training.zoo import get_classifier
 
     unknown = [a for a in names if a not in REFERENCES]
     if unknown:
@@ -103,17 +104,18 @@ def compare_attacks(names: tuple[str, ...] = tuple(REFERENCES), n: int = 100, re
     correct = predict(model, x.to(dev)).cpu() == y
     rows = []
     for name in names:
-        new = ATTACKS.get(name).factory()
+        new = ATTACKS.build(name)
         old = _Reference(new, *REFERENCES[name])
         size = "linf" if new.norm.value == "linf" else "l2"
-        times: dict[str, float] = {"old": float("inf"), "new": float("inf")}
-        results = {}
-        for _ in range(repeats):  # interleaved, so that load from other processes hurts both sides alike
-            for side, attack in (("old", old), ("new", new)):
-                t0 = time.perf_counter()
-                adv = generate(attack, model, x, y, eps, 0, 250, dev)
-                times[side] = min(times[side], time.perf_counter() - t0)
-                results[side] = _summary(adv, model, x, y, correct, size)
+        advs: dict[str, Any] = {}
+
+        def side(label: str, attack: Attack, advs: dict[str, Any] = advs) -> Any:
+            return lambda: advs.__setitem__(label, generate(attack, model, x, y, eps, 0, 250, dev))
+
+        # interleaved, so that load from other processes hurts both sides alike
+        times = best_of({"old": side("old", old), "new": side("new", new)}, repeats=repeats, warmup=warmup,
+                        device=dev)
+        results = {label: _summary(adv, model, x, y, correct, size) for label, adv in advs.items()}
         o, w = results["old"], results["new"]
         row: dict[str, Any] = {"attack": name, "n": n, "old_s": round(times["old"], 1), "new_s": round(times["new"], 1),
                                "speedup": round(times["old"] / times["new"], 2),
