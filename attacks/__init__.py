@@ -5,4 +5,15 @@ so that finished examples stop costing: active.py); L-BFGS (Szegedy et al.), JSM
 are ours.
 :mod:`attacks.adaptive` turns a defended pipeline into one model for adaptive attacks (BPDA, EOT).
 """
-from . import autoattack, cw, cw_l0, gradient, lbfgs, manifold, onepixel, perturbation, saliency, substitute  # noqa: F401
+from . import (  # noqa: F401
+    autoattack,
+    cw,
+    cw_l0,
+    gradient,
+    lbfgs,
+    manifold,
+    onepixel,
+    perturbation,
+    saliency,
+    substitute,
+)

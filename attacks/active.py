@@ -104,7 +104,12 @@ def gaussian_blur() -> type:
     import eagerpy as ep
     import foolbox as fb
     import numpy as np
-    from foolbox.attacks.base import get_channel_axis, get_criterion, raise_if_kwargs, verify_input_bounds
+    from foolbox.attacks.base import (
+        get_channel_axis,
+        get_criterion,
+        raise_if_kwargs,
+        verify_input_bounds,
+    )
     from scipy.ndimage import gaussian_filter
 
     class ActiveGaussianBlur(fb.attacks.GaussianBlurAttack):

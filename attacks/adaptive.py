@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from benchmark.defense import ComposedDefense, Defense
+from benchmark.core.defense import ComposedDefense, Defense
 
 
 class _StraightThrough(torch.autograd.Function):

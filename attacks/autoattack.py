@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.attack import Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 
 def _seed() -> int:
@@ -24,6 +25,8 @@ class AutoAttack(Attack):
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "torchattacks"
     randomised = True
     runs_black_box = True  # Square is its last member
+    OPTIONS = (Option("version", str, "standard", "torchattacks' ensemble: standard (the RobustBench protocol), plus, "
+                      "or rand (for randomised defenses)", choices=("standard", "plus", "rand")),)
 
     # 'standard' is the RobustBench protocol; 'rand' (APGD-CE and APGD-DLR with torchattacks' own EOT over 20 draws)
     # is meant for randomised defenses, but under --threat adaptive our model wrapper already averages their draws
@@ -45,6 +48,11 @@ class Square(Attack):
     summary = "Square attack: random search over square patches on the margin loss, scores only (black box)"
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "torchattacks"
     needs_gradients, randomised = False, True
+    OPTIONS = (
+        Option("n_queries", int, 5000, "model queries per image", low=1),
+        Option("p_init", float, 0.8, "initial share of the image a square covers (halved on a schedule)",
+               low=1e-6, high=1),
+    )
 
     def __init__(self, n_queries: int = 5000, p_init: float = 0.8) -> None:
         super().__init__(n_queries=n_queries, p_init=p_init)

@@ -30,9 +30,10 @@ import math
 import torch
 from torch import nn
 
-from benchmark.attack import PAPER, Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import PAPER, Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 _SQUEEZE = 0.999999  # foolbox's: maps [-1, 1] into the open interval, so that arctanh stays finite
 
@@ -80,6 +81,15 @@ class CarliniWagnerL2(Attack):
     summary = "Carlini-Wagner L2, binary search over its constant, each step warm-started (Carlini and Wagner 2017)"
     groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "defensebench"
+    OPTIONS = (
+        Option("binary_search_steps", int, 5, "optimisations in the search over the constant c", low=1),
+        Option("steps", int, 30, "Adam steps per optimisation", low=1),
+        Option("stepsize", float, 0.2, "Adam step size, in tanh space", low=1e-6),
+        Option("initial_const", float, 0.1, "first constant c of the search", low=1e-6),
+        Option("confidence", float, 0.0, "logit margin an example must clear to count as adversarial", low=0),
+        Option("warm_start", bool, True, "start each optimisation from the best adversarial iterate so far "
+               "(false: foolbox's cold starts)"),
+    )
 
     def __init__(self, binary_search_steps: int = 5, steps: int = 30, stepsize: float = 0.2,
                  initial_const: float = 0.1, confidence: float = 0.0, warm_start: bool = True) -> None:

@@ -24,9 +24,10 @@ import math
 import torch
 from torch import nn
 
-from benchmark.attack import Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 from .cw import _Adam, _margin, _to_image, _to_tanh_space, unsettled
 
@@ -37,6 +38,15 @@ _CHANGED = 1e-4  # the reference code's test for a pixel that changed
 class CarliniWagnerL0(Attack):
     summary = "Carlini-Wagner L0: CW L2 on a shrinking set of pixels, dropping those the margin owes least to"
     norm, kind, library = Norm.L0, AttackKind.MINIMAL, "defensebench"
+    OPTIONS = (
+        Option("steps", int, 50, "Adam steps per CW L2 fit", low=1),
+        Option("stepsize", float, 0.1, "Adam step size, in tanh space", low=1e-6),
+        Option("initial_const", float, 1.0, "first constant c of the fits", low=1e-6),
+        Option("const_factor", float, 10.0, "factor that raises c after a fit that found nothing", low=1),
+        Option("const_steps", int, 4, "fits per round, at growing c", low=1),
+        Option("negligible", float, 0.01, "pixel score at or below which a pixel is dropped with the lowest", low=0),
+        Option("max_rounds", int, 400, "rounds of shrinking the allowed pixels, at most", low=1),
+    )
 
     def __init__(self, steps: int = 50, stepsize: float = 0.1, initial_const: float = 1.0, const_factor: float = 10.0,
                  const_steps: int = 4, negligible: float = 0.01, max_rounds: int = 400) -> None:

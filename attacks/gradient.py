@@ -6,12 +6,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from benchmark.adversarial import predict
-from benchmark.attack import PAPER, Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import PAPER, Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 from .active import deepfool_l2, l2_fast_gradient
 from .adapters import foolbox_minimal, foolbox_model, foolbox_sweep
@@ -35,6 +34,11 @@ class FGM(Attack):
     summary = "fast gradient method, L2, smallest fooling step of a sweep (foolbox 1's GradientAttack)"
     groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+    OPTIONS = (
+        Option("sweep", int, 60, "L2 budgets tried, geometrically spaced", low=1),
+        Option("max_rel", float, 0.5, "largest budget, relative to the largest L2 distance in the image box",
+               low=1e-6, high=1),
+    )
 
     def __init__(self, sweep: int = 60, max_rel: float = 0.5) -> None:
         super().__init__(sweep=sweep, max_rel=max_rel)
@@ -75,6 +79,10 @@ class PGD(Attack):
     groups = PAPER
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "foolbox"
     randomised = True
+    OPTIONS = (
+        Option("steps", int, 50, "gradient steps", low=1),
+        Option("rel_stepsize", float, 0.05, "step size relative to the budget eps", low=1e-6),
+    )
 
     def __init__(self, steps: int = 50, rel_stepsize: float = 0.05) -> None:
         super().__init__(steps=steps, rel_stepsize=rel_stepsize)
@@ -94,6 +102,12 @@ class PGD(Attack):
 class PGDRestarts(PGD):
     summary = "PGD, 100 steps of 2.5 eps/100 from up to 5 random starts, the first that fools kept (adaptive default)"
     groups = ()  # not one of the paper's attacks, though a PGD
+    OPTIONS = (
+        Option("steps", int, 100, "gradient steps per start", low=1),
+        Option("rel_stepsize", float, 0.025, "step size relative to the budget eps (Madry et al.: 2.5 / steps)",
+               low=1e-6),
+        Option("restarts", int, 5, "random starts at most (later ones only where no earlier one fooled)", low=1),
+    )
 
     # Madry et al.'s step of 2.5 eps / steps reaches the ball's far side from any start; restarts only rerun the
     # examples that no earlier start fooled, so an easy model costs one run
@@ -106,7 +120,7 @@ class PGDRestarts(PGD):
         for _ in range(self._options["restarts"]):
             adv = super().run(model, x[todo], y[todo], eps)
             result[todo] = adv  # an example no start fools keeps the last start's output
-            todo = todo[predict(model, adv) == y[todo]]
+            todo = todo[model(adv).argmax(1) == y[todo]]
             if len(todo) == 0:
                 break
         return result
@@ -117,6 +131,11 @@ class PGDL2(Attack):
     summary = "L2 PGD from a random start, 50 steps of 0.025 eps, at its own L2 budgets (default 1.5 and 3.0)"
     norm, kind, library = Norm.L2, AttackKind.FIXED, "foolbox"
     randomised = True
+    # l2_eps (a list) is set from Python only
+    OPTIONS = (
+        Option("steps", int, 50, "gradient steps", low=1),
+        Option("rel_stepsize", float, 0.025, "step size relative to the L2 budget", low=1e-6),
+    )
 
     # L2 budgets cannot be derived honestly from L-infinity ones; 1.5 and 3.0 are the usual ones for 28x28 grey
     # images (MNIST). Records of this attack carry these budgets in config.eps and the harness checks them in L2.
@@ -166,6 +185,12 @@ class DeepFool(Attack):
     summary = "DeepFool, L2 (Moosavi-Dezfooli et al. 2016)"
     groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
+    OPTIONS = (
+        Option("steps", int, 50, "linearisation steps at most", low=1),
+        Option("overshoot", float, 0.02, "relative overshoot past the linearised boundary", low=0),
+        Option("candidates", int, 5, "most likely classes whose boundaries are tried (the true one included)",
+               low=2),
+    )
 
     # foolbox's attack, run on a shrinking batch with one forward pass per step (active.py): the same outputs. The
     # boundary to cross is looked for among the 5 most likely classes, not 10: on 500 mnist5k points the median and

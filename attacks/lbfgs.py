@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from scipy.optimize import Bounds, minimize
 from torch import nn
 
-from benchmark.attack import PAPER, Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import PAPER, Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 
 def _runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -45,6 +46,13 @@ class LBFGS(Attack):
     summary = "box-constrained L-BFGS towards the runner-up class, line search over its constant (Szegedy et al. 2014)"
     groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "defensebench"
+    OPTIONS = (
+        Option("initial_const", float, 1.0, "first constant c of the line search (weight of the squared L2 norm)",
+               low=1e-6),
+        Option("search_steps", int, 8, "L-BFGS-B optimisations in the line search over c", low=1),
+        Option("maxiter", int, 30, "L-BFGS-B iterations per optimisation", low=1),
+        Option("warm_start", bool, True, "start each optimisation from the previous optimum (false: from x)"),
+    )
 
     def __init__(self, initial_const: float = 1.0, search_steps: int = 8, maxiter: int = 30,
                  warm_start: bool = True) -> None:

@@ -33,10 +33,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark.attack import Attack
-from benchmark.errors import CellFailed
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import Attack
+from benchmark.core.errors import CellFailed
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
+from benchmark.training.robust_manifold import min_max_ascent
+from models.projection import project
 
 GENERATOR_DEFENSES = "invert-and-classify or invert-and-classify-robust"
 
@@ -67,11 +70,17 @@ class MinMaxManifold(Attack):
     randomised = True
     needs_generator = True
     own_gradients = "exact (generator and classifier)"  # it differentiates them itself, never the projection
+    OPTIONS = (
+        Option("steps", int, 100, "Adam steps of the ascent over z'", low=1),
+        Option("lr", float, 0.05, "Adam step size (the training pairs' one)", low=1e-6),
+        Option("penalty", float, 10.0, "weight of the excess over the budget (the paper's Lagrangian weight)", low=0),
+        Option("start_noise", float, 0.1, "standard deviation of the noise added to z* to start z'", low=0),
+    )
 
     @classmethod
     def applies_to(cls, defense, threat):
         from attacks.adaptive import _parts
-        from benchmark.vocab import Threat
+        from benchmark.core.vocab import Threat
 
         if threat != Threat.ADAPTIVE:
             return f"it attacks a GAN projection defense ({GENERATOR_DEFENSES}) under --threat adaptive only"
@@ -83,8 +92,6 @@ class MinMaxManifold(Attack):
         super().__init__(steps=steps, lr=lr, penalty=penalty, start_noise=start_noise)
 
     def run(self, model, x, y, eps):
-        from defenses.invert_and_classify import project
-        from defenses.robust_manifold import min_max_ascent
 
         defense = _projecting_defense(model)
         generator, classifier, o = defense.generator, model.classifier, self._options

@@ -28,9 +28,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.attack import Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 
 def changed_pixels(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,13 @@ class OnePixel(Attack):
                "probabilities only (Su et al. 2019)")
     norm, kind, library = Norm.L0, AttackKind.MINIMAL, "torchattacks"
     needs_gradients, randomised = False, True
+    OPTIONS = (
+        Option("pixels", int, 1, "pixels changed (all channels of each)", low=1),
+        Option("popsize", int, 30, "candidates per generation, spread over each pixel's 2 + C coordinates", low=1),
+        Option("steps", int, 20, "generations of differential evolution at most", low=1),
+        Option("inf_batch", int, 512, "candidates per model call: changes speed and memory only, not results",
+               low=1, changes_results=False),
+    )
 
     def __init__(self, pixels: int = 1, popsize: int = 30, steps: int = 20, inf_batch: int = 512) -> None:
         super().__init__(pixels=pixels, popsize=popsize, steps=steps)

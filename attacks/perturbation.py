@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.attack import PAPER, Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import PAPER, Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 from .active import gaussian_blur
 from .adapters import foolbox_minimal, foolbox_sweep
@@ -19,6 +20,7 @@ class UniformNoise(Attack):
     groups = PAPER
     norm, kind, library = Norm.LINF, AttackKind.MINIMAL, "foolbox"
     needs_gradients, randomised = False, True
+    OPTIONS = (Option("sweep", int, 128, "noise amplitudes tried, evenly spaced from 1/sweep to 1", low=1),)
 
     def __init__(self, sweep: int = 128) -> None:
         super().__init__(sweep=sweep)
@@ -40,6 +42,8 @@ class SaltAndPepper(Attack):
     groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
     needs_gradients, randomised = False, True
+    OPTIONS = (Option("steps", int, 300, "steps of foolbox's search over the noise density (foolbox: 1,000)",
+                      low=1),)
 
     # foolbox refines the noise density adaptively; 300 steps of its search instead of 1,000 cost a third
     def __init__(self, steps: int = 300) -> None:
@@ -57,6 +61,7 @@ class GaussianBlur(Attack):
     groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
     needs_gradients = False
+    OPTIONS = (Option("steps", int, 200, "blur widths tried, growing", low=1),)
 
     def __init__(self, steps: int = 200) -> None:
         super().__init__(steps=steps)
@@ -75,6 +80,8 @@ class ContrastReduction(Attack):
     groups = PAPER
     norm, kind, library = Norm.L2, AttackKind.MINIMAL, "foolbox"
     needs_gradients = False
+    OPTIONS = (Option("binary_search_steps", int, 15, "steps of the binary search for the least contrast reduction",
+                      low=1),)
 
     def __init__(self, binary_search_steps: int = 15) -> None:
         super().__init__(binary_search_steps=binary_search_steps)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.attack import PAPER, Attack
-from benchmark.registry import register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import PAPER, Attack
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 
 def _runner_up(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,6 +56,11 @@ class SaliencyMap(Attack):
     summary = "JSMA towards the runner-up class, pixel pairs, at most gamma of the pixels (Papernot et al. 2016)"
     groups = PAPER
     norm, kind, library = Norm.L0, AttackKind.MINIMAL, "defensebench"
+    OPTIONS = (
+        Option("theta", float, 1.0, "amount each chosen pixel is raised by, in [0, 1] pixel space (the paper: +1)",
+               low=1e-6, high=1),
+        Option("gamma", float, 0.1, "share of the pixels that may change at most", low=0, high=1),
+    )
 
     def __init__(self, theta: float = 1.0, gamma: float = 0.1) -> None:
         super().__init__(theta=theta, gamma=gamma)

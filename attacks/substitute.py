@@ -17,7 +17,7 @@ The adversarial inputs are then crafted on the substitute with the project's own
   options, so FGSM and BIM as one option could not both be on the leaderboard for one cell; as two names they are
   two columns and both count in the per-example worst case. Each trains its own substitute (a few seconds).
 - **Gradient-free**: ``needs_gradients`` is False, so under ``--threat adaptive`` the oracle is the whole defended
-  pipeline as deployed, one draw per query (``benchmark.threats.adaptive_target``): this is the black-box attack on
+  pipeline as deployed, one draw per query (``benchmark.engine.threats.adaptive_target``): this is the black-box attack on
   the defense. Under ``oblivious`` the oracle is the undefended classifier, under ``transfer`` the transfer substitute.
 - **Affordable** (defaults): a two-convolution network (32 and 64 filters, 3x3, max pooling, 128 hidden units),
   4 augmentation rounds with lambda = 0.1 (Papernot's lambda; they ran 6 rounds from 150 points), Adam 1e-3, 10 epochs
@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.attack import Attack
-from benchmark.errors import BenchError
-from benchmark.modes import eval_mode
-from benchmark.registry import ATTACKS, register_attack
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import Attack
+from benchmark.core.errors import BenchError
+from benchmark.core.modes import eval_mode
+from benchmark.core.options import Option
+from benchmark.core.registry import ATTACKS, register_attack
+from benchmark.core.vocab import AttackKind, Norm
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,17 @@ class Substitute(Attack):
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "defensebench"
     needs_gradients, randomised = False, True
     crafting = "fgsm"  # the registered attack run on the substitute
+    OPTIONS = (
+        Option("rounds", int, 4, "Jacobian augmentation rounds, each doubling the training set (Papernot: 6)", low=0),
+        Option("lam", float, 0.1, "augmentation step lambda, in [0, 1] pixel space (Papernot: 0.1)", low=1e-6,
+               high=1),
+        Option("epochs", int, 10, "substitute training epochs per round", low=1),
+        Option("width", int, 32, "filters of the substitute's first convolution (the second has twice as many)",
+               low=1),
+        Option("lr", float, 1e-3, "Adam learning rate of the substitute", low=1e-6),
+        Option("batch_size", int, 64, "substitute training batch size (changes the substitute, so the results)",
+               low=1),
+    )
 
     def __init__(self, rounds: int = 4, lam: float = 0.1, epochs: int = 10, width: int = 32, lr: float = 1e-3,
                  batch_size: int = 64) -> None:
@@ -171,7 +183,7 @@ class Substitute(Attack):
 
     def run(self, model, x, y, eps):
         substitute = self.substitute_for(model, x)
-        return ATTACKS.get(self.crafting).factory().run(substitute, x, y, eps).detach()
+        return ATTACKS.build(self.crafting).run(substitute, x, y, eps).detach()
 
 
 @register_attack("substitute-bim")

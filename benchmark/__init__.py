@@ -1,6 +1,9 @@
 """DefenseBench: a comparative benchmark of defenses against adversarial examples.
 
-The public API a plugin author needs is importable from here::
+Measure a model from Python, and write plugins, with what is importable from here::
+
+    from benchmark import evaluate
+    results = evaluate(my_model, defense="feature-squeezing", dataset="mnist5k", attacks="paper")
 
     from benchmark import Attack, Defense, register_attack, register_defense
 
@@ -14,20 +17,27 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Attack": "benchmark.attack",
-    "Defense": "benchmark.defense",
-    "DefenseContext": "benchmark.defense",
-    "DataSource": "benchmark.data",
-    "Dataset": "benchmark.data",
-    "Split": "benchmark.data",
-    "Norm": "benchmark.vocab",
-    "AttackKind": "benchmark.vocab",
-    "Threat": "benchmark.vocab",
-    "BenchError": "benchmark.errors",
-    "register_attack": "benchmark.registry",
-    "register_defense": "benchmark.registry",
-    "register_model": "benchmark.registry",
-    "register_dataset": "benchmark.registry",
+    "evaluate": "benchmark.api.evaluate",
+    "Results": "benchmark.api.results",
+    "Option": "benchmark.core.options",
+    "Attack": "benchmark.core.attack",
+    "Defense": "benchmark.core.defense",
+    "ComposedDefense": "benchmark.core.defense",
+    "build_defense": "benchmark.core.defense",
+    "load_dataset": "benchmark.data.dataset",
+    "ModelStore": "benchmark.store.model_store",
+    "DefenseContext": "benchmark.core.defense",
+    "DataSource": "benchmark.data.dataset",
+    "Dataset": "benchmark.data.dataset",
+    "Split": "benchmark.data.dataset",
+    "Norm": "benchmark.core.vocab",
+    "AttackKind": "benchmark.core.vocab",
+    "Threat": "benchmark.core.vocab",
+    "BenchError": "benchmark.core.errors",
+    "register_attack": "benchmark.core.registry",
+    "register_defense": "benchmark.core.registry",
+    "register_model": "benchmark.core.registry",
+    "register_dataset": "benchmark.core.registry",
 }
 
 __all__ = sorted(_LAZY)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defense import Defense
-from benchmark.modes import eval_mode
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense
+from benchmark.core.modes import eval_mode
+from benchmark.core.registry import register_defense
 
 SIGMA = {"mnist-like": 16 / 255, "cifar": 8 / 255}
 

@@ -1,7 +1,7 @@
 """Deep image prior defense (Ilyas et al., "The Robust Manifold Defense", 2017, https://arxiv.org/abs/1712.09196,
 Section 3.3): replace each input by the output of an untrained encoder-decoder fit to it for a fixed number of
 iterations, then classify. Stopping early is the defense: fit for too long and the network reproduces the adversarial
-noise too. The iteration count is tuned per data set on validation data (:mod:`benchmark.dip_tuning`).
+noise too. The iteration count is tuned per data set on validation data (:mod:`benchmark.training.dip`).
 
 Every image gets its own network, all initialised from the same seeded draw and fed the same seeded code, so an image's
 output does not depend on the other images of its batch. The B networks are fit at once: their weights are stacked
@@ -11,97 +11,16 @@ image, the speed benchmark's baseline, with the same outputs.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from benchmark.defense import Defense, DefenseContext, rows_near
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
-from defenses.invert_and_classify import positive_int
-from models.dip import DIPNet
-
-
-@dataclass(frozen=True)
-class DIPFit:
-    iterations: int
-    lr: float = 0.001
-    width: int = 32
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive_int("iterations", self.iterations)
-        positive_int("width", self.width)
-        if not self.lr > 0:
-            raise BenchError(f"lr must be positive, not {self.lr!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def network(self, shape: tuple[int, int, int]) -> tuple[DIPNet, torch.Tensor]:
-        """The seeded initial network and its fixed input code (1, CODE_CHANNELS, H, W)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = DIPNet(shape, self.width)
-        return net, net.code(torch.Generator().manual_seed(self.seed + 1))[None]
-
-
-def fit(x: torch.Tensor, cfg: DIPFit, checkpoints: tuple[int, ...] = ()
-        ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
-    """Fit one network per image of x (B, C, H, W) in [0, 1], all at once.
-
-    Returns the fitted outputs (B, C, H, W) clamped to [0, 1], the loss of every iteration (iterations, B) and the
-    (clamped) outputs after each iteration count in ``checkpoints`` (the tuning reads many counts off one fit).
-    """
-    net, code = cfg.network(tuple(x.shape[1:]))
-    net, code = net.to(x.device), code.to(x.device)
-    b = len(x)
-    params = {k: v.detach().expand(b, *v.shape).clone().requires_grad_(True) for k, v in net.named_parameters()}
-
-    def forward(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return net.forward_stacked(p, code)
-
-    target = x.detach()
-    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
-    losses, snapshots = [], {}
-    with torch.enable_grad():
-        for it in range(1, cfg.iterations + 1):
-            per_image = (forward(params) - target).square().flatten(1).mean(1)
-            opt.zero_grad(set_to_none=True)
-            per_image.sum().backward()  # each network's gradient is that of its own image's loss
-            opt.step()
-            losses.append(per_image.detach())
-            if it in checkpoints:
-                with torch.no_grad():
-                    snapshots[it] = forward(params).clamp(0, 1)
-    with torch.no_grad():
-        out = forward(params).clamp(0, 1)
-    return out, torch.stack(losses), snapshots
-
-
-def fit_batched(x: torch.Tensor, cfg: DIPFit, batch_size: int) -> torch.Tensor:
-    """The fitted outputs of x, ``batch_size`` networks at a time (memory grows with the networks fit at once)."""
-    return torch.cat([fit(x[i : i + batch_size], cfg)[0] for i in range(0, len(x), batch_size)])
-
-
-def fit_each(x: torch.Tensor, cfg: DIPFit) -> torch.Tensor:
-    """One plain network per image, fit one after the other: the baseline of ``bench perf gan``."""
-    outs = []
-    for image in x:
-        net, code = cfg.network(tuple(x.shape[1:]))
-        net, code = net.to(x.device), code.to(x.device)
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        with torch.enable_grad():
-            for _ in range(cfg.iterations):
-                loss = (net(code)[0] - image).square().mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        with torch.no_grad():
-            outs.append(net(code).clamp(0, 1))
-    return torch.cat(outs)
+from benchmark.core.defense import Defense, DefenseContext, rows_near
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option, positive_int
+from benchmark.core.registry import register_defense
+from benchmark.training.dip import TUNED_ITERATIONS
+from models.dip import DIPFit, fit_batched
 
 
 class RefreshedFit:
@@ -145,13 +64,13 @@ class RefreshedFit:
         return out
 
 
-# Counts measured by `bench train dip --dataset NAME` (benchmark/dip_tuning.py: the undefended ResNet, 250 validation
-# images, FGSM at the largest default budget); a data set missing here is tuned on first use and cached.
+# Counts measured by `bench train dip --dataset NAME` (TUNED_ITERATIONS in benchmark/training/dip.py: the undefended
+# ResNet, 250 validation images, FGSM at the largest default budget); a data set missing there is tuned on first use
+# and cached.
 # digits (100 validation images): clean 95%, FGSM 25/255 68% at 100 iterations (undefended: 98%, 61%).
 # mnist5k, shipped ResNet (250 validation images): clean 98%, FGSM 25/255 72% at 150 (undefended: 98%, 52%).
 # fashion-mnist, shipped ResNet (250 validation images): clean 85%, FGSM 25/255 17% at 400 iterations (undefended:
-# 88%, 6%); 300, the count on the earlier weights, scores 83% and 18%, a mean 0.5 points lower.
-TUNED_ITERATIONS = {"digits": 100, "mnist5k": 150, "fashion-mnist": 400}
+# 88%, 6%); 300 iterations score 83% and 18% there, a mean 0.5 points lower (a flat top; the rule takes 400).
 
 
 @register_defense("deep-image-prior")
@@ -160,6 +79,15 @@ class DeepImagePrior(Defense):
     purifies = True
     differentiable = False  # an optimisation loop in the forward pass: adaptive attacks take BPDA
     optimises = True
+    OPTIONS = (
+        Option("iterations", int, None, "fitting iterations per image; none: the count tuned per data set on "
+               "validation data (stored, or tuned on first use)", low=1, none_ok=True),
+        Option("lr", float, 0.001, "Adam learning rate of the fit", low=1e-6),
+        Option("width", int, 32, "channels of the encoder-decoder", low=1),
+        Option("seed", int, 0, "seed of the networks' shared initial weights and input code", low=0),
+        Option("batch_size", int, 64, "images fit at once: changes speed and memory only, not results", low=1,
+               changes_results=False),
+    )
 
     def __init__(self, iterations: int | None = None, lr: float = 0.001, width: int = 32, seed: int = 0,
                  batch_size: int = 64) -> None:
@@ -177,7 +105,7 @@ class DeepImagePrior(Defense):
             self.iterations = TUNED_ITERATIONS[ctx.dataset.name]
             self.tuning = {"source": "TUNED_ITERATIONS (bench train dip)", "dataset": ctx.dataset.name}
             return
-        from benchmark.dip_tuning import tuned_iterations
+        from benchmark.training.dip import tuned_iterations
 
         self.tuning = tuned_iterations(ctx.dataset, ctx.classifier, ctx.device, lr=self.lr, width=self.width,
                                        seed=self.seed)

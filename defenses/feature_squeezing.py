@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defense import Defense, DefenseContext
-from benchmark.modes import eval_mode
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense, DefenseContext
+from benchmark.core.modes import eval_mode
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
 
 BITS = {"mnist-like": 3, "cifar": 5}
 FALSE_POSITIVE_RATE = 0.05
@@ -49,6 +50,8 @@ class FeatureSqueezing(Defense):
     purifies = True
     differentiable = False  # rounding has zero gradient almost everywhere: adaptive attacks use BPDA (see below)
     detects = True
+    OPTIONS = (Option("bits", int, None, "bit depth the input is reduced to; none: the paper's 3 for MNIST-like data, "
+                      "5 for CIFAR-10", low=1, high=8, none_ok=True),)
 
     def __init__(self, bits: int | None = None) -> None:
         self.bits = bits

@@ -13,99 +13,17 @@ projections agree (``bench perf gan`` checks it). The defense is therefore deter
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmark.defense import Defense, DefenseContext, rows_near
-from benchmark.errors import BenchError
-from benchmark.modes import eval_mode
-from benchmark.registry import register_defense
-
-
-def positive_int(name: str, value: Any) -> int:
-    """``value`` if it is a positive integer (not a bool or a float), else one clear error."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BenchError(f"{name} must be a positive integer, not {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Projection:
-    """The optimisation that finds z*. The learning rate applies to the per-pixel mean squared error."""
-
-    steps: int = 200  # L
-    restarts: int = 10  # R
-    lr: float = 10.0
-    momentum: float = 0.7
-    decay_at: float = 0.8  # the learning rate falls tenfold after this share of the steps
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive_int("steps (L)", self.steps)
-        positive_int("restarts (R)", self.restarts)
-        if not self.lr > 0:
-            raise BenchError(f"lr must be positive, not {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise BenchError(f"momentum must be in [0, 1), not {self.momentum!r}")
-        if not 0 < self.decay_at <= 1:
-            raise BenchError(f"decay_at (the share of the steps before the learning rate falls) must be in (0, 1], "
-                             f"not {self.decay_at!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def starts(self, latent: int) -> torch.Tensor:
-        """The R starting points (R, latent), z ~ N(0, I), the same for every image."""
-        gen = torch.Generator().manual_seed(self.seed)
-        return torch.randn(self.restarts, latent, generator=gen)
-
-
-def reconstruction_errors(generator: nn.Module, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row mean squared error ||G(z) - target||^2 / D (N,)."""
-    return (generator(z) - target).square().flatten(1).mean(1)
-
-
-def project(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Project x (B, C, H, W) in [0, 1] onto the generator's range.
-
-    Returns G(z*) (B, C, H, W), z* (B, latent) and the reconstruction error of every start (B, R); each image's best
-    start is the arg min of its row. Gradients flow to z only (the generator's weights are left alone).
-    """
-    check_fits(generator, x)
-    b, r = len(x), cfg.restarts
-    target = x.detach().repeat_interleave(r, 0)  # image-major: rows i*R .. i*R+R-1 are image i's starts
-    z = cfg.starts(generator.latent).to(x.device, x.dtype).repeat(b, 1)
-    z, images = descend(generator, z, target, cfg.steps, cfg.lr, cfg.momentum, int(cfg.decay_at * cfg.steps))
-    errors = (images - target).square().flatten(1).mean(1).view(b, r)
-    best = errors.argmin(1)
-    rows = torch.arange(b, device=x.device) * r + best
-    return images[rows], z[rows], errors
-
-
-def descend(generator: nn.Module, z: torch.Tensor, target: torch.Tensor, steps: int, lr: float, momentum: float,
-            decay_step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` of SGD with momentum on each row's ||G(z) - target||^2 from ``z`` (rows independent); the learning
-    rate falls tenfold at ``decay_step``. Returns the final z and G(z), detached."""
-    z = z.detach().clone().requires_grad_(True)
-    opt = torch.optim.SGD([z], lr=lr, momentum=momentum)
-    with eval_mode(generator), torch.enable_grad():
-        for step in range(steps):
-            if step == decay_step:
-                opt.param_groups[0]["lr"] = lr / 10
-            # summed over rows: each z's gradient is that of its own error, as if optimised alone
-            loss = reconstruction_errors(generator, z, target).sum()
-            (z.grad,) = torch.autograd.grad(loss, z)
-            opt.step()
-        with torch.no_grad():
-            return z.detach(), generator(z)
-
-
-def project_each(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> torch.Tensor:
-    """The same projection one image at a time (its R restarts still batched): the speed benchmark's baseline."""
-    return torch.cat([project(generator, x[i : i + 1], cfg)[0] for i in range(len(x))])
+from benchmark.core.defense import Defense, DefenseContext, rows_near
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option, positive_int
+from benchmark.core.registry import register_defense
+from benchmark.training.gan import PRESETS as GAN_SIZES
+from models.projection import Projection, descend, project
 
 
 class WarmStartProjection:
@@ -144,19 +62,26 @@ class WarmStartProjection:
         return images
 
 
-def check_fits(generator: nn.Module, x: torch.Tensor) -> None:
-    shape = tuple(getattr(generator, "shape", ()))
-    if tuple(x.shape[1:]) != shape:
-        raise BenchError(f"the generator makes images of shape {shape}, but the inputs have shape "
-                         f"{tuple(x.shape[1:])}; use a GAN trained on this data set")
-
-
 @register_defense("invert-and-classify")
 class InvertAndClassify(Defense):
     summary = "Defense-GAN: project onto a WGAN-GP generator's range (L=200 steps, R=10 restarts), then classify"
     purifies = True
     differentiable = False  # an optimisation loop in the forward pass: adaptive attacks take BPDA
     optimises = True
+    OPTIONS = (
+        Option("steps", int, 200, "gradient steps of the projection per start (L; Defense-GAN: 200)", low=1),
+        Option("restarts", int, 10, "random starts of the projection, the best kept (R; Defense-GAN: 10)", low=1),
+        Option("lr", float, 10.0, "learning rate of the projection's SGD, on the per-pixel mean squared error",
+               low=1e-6),
+        Option("momentum", float, 0.7, "momentum of the projection's SGD", low=0, high=0.99),
+        Option("decay_at", float, 0.8, "share of the steps after which the learning rate falls tenfold",
+               low=0.01, high=1),
+        Option("seed", int, 0, "seed of the random starts (shared by every image)", low=0),
+        Option("gan", str, "small", "the GAN preset whose generator projects (tiny trains in seconds, for tests)",
+               choices=tuple(GAN_SIZES)),
+        Option("batch_size", int, 64, "images projected at once: changes speed and memory only, not results", low=1,
+               changes_results=False),
+    )
 
     def __init__(self, steps: int = 200, restarts: int = 10, lr: float = 10.0, momentum: float = 0.7,
                  decay_at: float = 0.8, seed: int = 0, gan: str = "small", batch_size: int = 64) -> None:
@@ -166,14 +91,14 @@ class InvertAndClassify(Defense):
         self.gan_key: str | None = None
 
     def prepare(self, ctx: DefenseContext) -> None:
-        from benchmark.gan_training import get_gan
+        from benchmark.training.gan import get_gan
 
         gan, meta = get_gan(ctx.dataset, ctx.device, ctx.store, seed=0, size=self.size)
         self.use_generator(gan.generator, meta, ctx.dataset)
 
     def use_generator(self, generator: nn.Module, meta: dict[str, Any], dataset: Any) -> None:
         """Defend with this generator (refused when trained on another data set or image shape)."""
-        from benchmark.gan_training import check_gan_fits
+        from benchmark.training.gan import check_gan_fits
 
         check_gan_fits(meta, dataset)
         self.generator, self.gan_key = generator, meta["key"]

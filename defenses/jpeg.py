@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from benchmark.defense import Defense
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
 
 QUALITY = 75  # Guo et al. 2018
 
@@ -28,7 +29,11 @@ def to_bytes(x: torch.Tensor) -> torch.Tensor:
 
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Compress and decompress a batch (N, C, H, W) in [0, 1] (C = 1 or 3) at ``quality``; same shape, device, dtype."""
-    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # here: importing torchvision costs every run 2 s
+    from torchvision.io import (  # here: importing torchvision costs every run 2 s
+        ImageReadMode,
+        decode_jpeg,
+        encode_jpeg,
+    )
 
     images = list(to_bytes(x).cpu())  # torchvision's codec takes a list of (C, H, W) uint8 images
     decoded = decode_jpeg(encode_jpeg(images, quality=quality), mode=ImageReadMode.UNCHANGED)
@@ -40,6 +45,7 @@ class JPEG(Defense):
     summary = "JPEG compression at quality 75 (Dziugaite et al. 2016; Guo et al. 2018)"
     purifies = True
     differentiable = False  # quantised DCT coefficients: adaptive attacks take the identity's gradient (BPDA)
+    OPTIONS = (Option("quality", int, QUALITY, "JPEG quality (Guo et al. use 75)", low=1, high=100),)
 
     def __init__(self, quality: int = QUALITY) -> None:
         if isinstance(quality, bool) or not (isinstance(quality, int) and 1 <= quality <= 100):

@@ -1,6 +1,6 @@
 """The undefended classifier: the baseline every defense is compared with."""
-from benchmark.defense import Defense
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense
+from benchmark.core.registry import register_defense
 
 
 @register_defense("none")

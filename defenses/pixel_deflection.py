@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.defense import Defense, DefenseContext, draw_generator
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense, DefenseContext, draw_generator
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
 
 DEFLECTION_RATE = 0.05  # share of the pixels deflected per channel (the paper: 200 of 224x224, see above)
 PAPER_WINDOW, PAPER_SIDE = 10, 224
@@ -97,6 +98,14 @@ class PixelDeflection(Defense):
     purifies = True
     differentiable = False  # wavelet thresholding in numpy: adaptive attacks use BPDA (identity)
     randomised = True
+    OPTIONS = (
+        Option("deflections", int, None, "sub-pixels deflected per channel; none: 5% of the pixels (the paper: 200 "
+               "of 224x224)", low=1, none_ok=True),
+        Option("window", int, None, "rows and columns a deflection may reach; none: the paper's 10 of 224 scaled "
+               "to the image side, at least 2", low=1, none_ok=True),
+        Option("sigma", float, SIGMA, "noise level of the BayesShrink wavelet denoising (Prakash et al.: 0.04)",
+               low=1e-6),
+    )
 
     def __init__(self, deflections: int | None = None, window: int | None = None, sigma: float = SIGMA) -> None:
         for name, value in (("deflections", deflections), ("window", window)):

@@ -25,9 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.defense import Defense, DefenseContext
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense, DefenseContext
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
+from benchmark.training.pixelcnn import PRESETS as PIXELCNN_SIZES
 from models import mixture
 from models.pixelcnn_fast import IncrementalPixelCNN
 
@@ -240,6 +242,21 @@ class PixelDefend(Defense):
     purifies = True
     differentiable = False  # arg max over pixel values: adaptive attacks need BPDA
     detects = True
+    OPTIONS = (
+        Option("eps_defend", float, None, "how far a sub-pixel may move, in [0, 1] pixel space; none: the paper's "
+               "32/255 for MNIST-like data, 16/255 for CIFAR-10", low=0, high=1, none_ok=True),
+        Option("adaptive", str, None, "none: purify every input; image: only inputs whose likelihood p-value is "
+               "below alpha (the paper); pixel: only sub-pixels costing over threshold_bits (released code)",
+               choices=("image", "pixel"), none_ok=True),
+        Option("alpha", float, ADAPTIVE_ALPHA, "p-value below which an input is purified (adaptive=image) and "
+               "flagged by the detector", low=0.001, high=0.999),
+        Option("threshold_bits", float, THRESHOLD_BITS, "cost in bits above which a sub-pixel is changed "
+               "(adaptive=pixel only; the released code: 3)", low=0),
+        Option("pixelcnn", str, "small", "the PixelCNN preset that purifies (tiny trains in seconds, for tests)",
+               choices=tuple(PIXELCNN_SIZES)),
+        Option("batch_size", int, 64, "images purified at once: changes speed and memory only, not results", low=1,
+               changes_results=False),
+    )
 
     def __init__(self, eps_defend: float | None = None, adaptive: str | None = None, alpha: float = ADAPTIVE_ALPHA,
                  threshold_bits: float = THRESHOLD_BITS, pixelcnn: str = "small", batch_size: int = 64) -> None:
@@ -256,14 +273,14 @@ class PixelDefend(Defense):
         self.pixelcnn_key: str | None = None
 
     def prepare(self, ctx: DefenseContext) -> None:
-        from benchmark.generative import get_pixelcnn
+        from benchmark.training.pixelcnn import get_pixelcnn
 
         model, meta = get_pixelcnn(ctx.dataset, ctx.device, ctx.store, seed=0, size=self.size)
         self.use_pixelcnn(model, meta, ctx.dataset)
 
     def use_pixelcnn(self, model: nn.Module, meta: dict[str, Any], dataset: Any) -> None:
         """Defend with this PixelCNN (refused when trained on another data set or shape)."""
-        from benchmark.generative import check_pixelcnn_fits
+        from benchmark.training.pixelcnn import check_pixelcnn_fits
 
         check_pixelcnn_fits(meta, dataset)
         if self.eps_defend is None:
@@ -277,7 +294,7 @@ class PixelDefend(Defense):
         return self.model
 
     def p_values(self, x: torch.Tensor) -> torch.Tensor:
-        from benchmark.generative import p_values
+        from benchmark.training.pixelcnn import p_values
 
         assert self.reference_bpd is not None
         return p_values(self._model().bits_per_dim(x).cpu(), self.reference_bpd)
@@ -325,6 +342,7 @@ class PixelDefend(Defense):
 @register_defense("adaptive-pixeldefend")
 class AdaptivePixelDefend(PixelDefend):
     summary = "PixelDefend only on inputs whose PixelCNN likelihood p-value is below alpha (the paper's adaptive)"
+    ALIAS_OF = ("pixeldefend", {"adaptive": "image"})
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(adaptive=kwargs.pop("adaptive", "image"), **kwargs)
@@ -333,6 +351,7 @@ class AdaptivePixelDefend(PixelDefend):
 @register_defense("adaptive-pixeldefend-pixel")
 class PixelAdaptivePixelDefend(PixelDefend):
     summary = "PixelDefend changing only sub-pixels that cost more than 3 bits (the paper's released code)"
+    ALIAS_OF = ("pixeldefend", {"adaptive": "pixel"})
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(adaptive=kwargs.pop("adaptive", "pixel"), **kwargs)

@@ -42,11 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defense import Defense, DefenseContext, draw_generator
-from benchmark.errors import BenchError
-from benchmark.modes import eval_mode
-from benchmark.progress import progress
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense, DefenseContext, draw_generator
+from benchmark.core.errors import BenchError
+from benchmark.core.modes import eval_mode
+from benchmark.core.options import Option
+from benchmark.core.progress import progress
+from benchmark.core.registry import register_defense
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,16 @@ class PixelRobustnessManipulator(Defense):
     purifies = True
     differentiable = True
     randomised = True
+    OPTIONS = (
+        Option("lam", float, PRMConfig.lam, "weight of the penalty on the input gradient off the designated pixels "
+               "(ours: 2; the paper gives none)", low=0),
+        Option("mask_rate", float, PRMConfig.mask_rate, "share of the designated pixels dropped per draw at test "
+               "time", low=0, high=0.99),
+        Option("stride", int, PRMConfig.stride, "designated pixels: every stride-th row and column (2: 25%, the "
+               "paper's share)", low=2),
+        Option("epochs", int, None, "training epochs of the first layer; none: 3 (6 on digits)", low=1,
+               none_ok=True),
+    )
 
     def __init__(self, lam: float = PRMConfig.lam, mask_rate: float = PRMConfig.mask_rate,
                  stride: int = PRMConfig.stride, epochs: int | None = None) -> None:

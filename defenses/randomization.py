@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from benchmark.defense import Defense, draw_generator
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense, draw_generator
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
 
 MIN_SCALE = 299 / 331  # Xie et al.: the smallest resize of the input relative to the padded canvas
 
@@ -53,6 +54,8 @@ class Randomization(Defense):
     purifies = True
     differentiable = True
     randomised = True
+    OPTIONS = (Option("min_scale", float, MIN_SCALE, "smallest side of the resized content relative to the input's "
+                      "(Xie et al.: 299/331)", low=0.01, high=0.99),)
 
     def __init__(self, min_scale: float = MIN_SCALE) -> None:
         if not (isinstance(min_scale, (int, float)) and 0 < min_scale < 1):

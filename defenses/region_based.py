@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defense import Defense, DefenseContext, draw_generator
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense, DefenseContext, draw_generator
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
 
 RADIUS = {"mnist-like": 0.3, "cifar": 0.02}  # Cao and Gong's r for MNIST and CIFAR-10
 CANDIDATES = (1.0, 2 / 3, 1 / 2, 1 / 3, 1 / 6, 1 / 10)  # multiples of the paper's radius tried, largest first
@@ -70,6 +71,12 @@ class RegionBased(Defense):
     classifies = True
     differentiable = False  # a vote: adaptive attacks take gradients of classify_surrogate
     randomised = True
+    OPTIONS = (
+        Option("radius", float, None, "L-inf radius of the voting hypercube; none: the largest of the paper's "
+               "(0.3 MNIST, 0.02 CIFAR-10) down to a tenth that keeps validation accuracy", low=1e-6, high=1,
+               none_ok=True),
+        Option("samples", int, SAMPLES, "random points of the hypercube that vote (the paper: 10,000)", low=1),
+    )
 
     def __init__(self, radius: float | None = None, samples: int = SAMPLES) -> None:
         if radius is not None and not (isinstance(radius, (int, float)) and 0 < radius <= 1):

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from benchmark.defense import Defense
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
 from defenses.feature_squeezing import median_filter
 
 SIZE = 2  # Xu et al.'s window for MNIST and CIFAR-10
@@ -24,6 +25,8 @@ class SpatialSmoothing(Defense):
     summary = "median filter, 2x2 window (Xu et al. 2018)"
     purifies = True
     differentiable = True  # a selection by sort: each output's gradient goes to the pixel it selected
+    OPTIONS = (Option("size", int, SIZE, "side of the median filter's square window (Xu et al.: 2 on MNIST and "
+                      "CIFAR-10)", choices=SIZES),)
 
     def __init__(self, size: int = SIZE) -> None:
         if size not in SIZES:

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmark.defense import Defense, draw_generator
-from benchmark.errors import BenchError
-from benchmark.registry import register_defense
+from benchmark.core.defense import Defense, draw_generator
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
+from benchmark.core.registry import register_defense
 
 DROP_RATE = 0.5  # Guo et al.'s released defaults
 WEIGHT = 0.03
@@ -78,6 +79,13 @@ class TVMinimization(Defense):
     differentiable = False  # an optimisation in the forward pass: BPDA with the identity (Athalye et al. 2018)
     randomised = True
     optimises = True
+    OPTIONS = (
+        Option("drop_rate", float, DROP_RATE, "probability that a sub-pixel is dropped before the rebuild "
+               "(Guo et al.: 0.5)", low=0, high=0.99),
+        Option("weight", float, WEIGHT, "weight of the total variation against the kept pixels (Guo et al.: 0.03)",
+               low=1e-6),
+        Option("iterations", int, ITERATIONS, "Chambolle-Pock iterations of the rebuild", low=1),
+    )
 
     def __init__(self, drop_rate: float = DROP_RATE, weight: float = WEIGHT, iterations: int = ITERATIONS) -> None:
         if not (isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1):

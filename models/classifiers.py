@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from benchmark.registry import register_model
+from benchmark.core.registry import register_model
 
 
 class Centre(nn.Module):

@@ -16,14 +16,16 @@ backward took a slow path.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.errors import BenchError
-from benchmark.registry import register_model
+from benchmark.core.errors import BenchError
+from benchmark.core.options import positive_int
+from benchmark.core.registry import register_model
 
 CODE_CHANNELS = 8
 
@@ -77,3 +79,83 @@ class DIPNet(nn.Module):
             else:
                 h = layer(h)
         return h.view(b, -1, *h.shape[2:])
+
+
+@dataclass(frozen=True)
+class DIPFit:
+    iterations: int
+    lr: float = 0.001
+    width: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive_int("iterations", self.iterations)
+        positive_int("width", self.width)
+        if not self.lr > 0:
+            raise BenchError(f"lr must be positive, not {self.lr!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def network(self, shape: tuple[int, int, int]) -> tuple[DIPNet, torch.Tensor]:
+        """The seeded initial network and its fixed input code (1, CODE_CHANNELS, H, W)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = DIPNet(shape, self.width)
+        return net, net.code(torch.Generator().manual_seed(self.seed + 1))[None]
+
+
+def fit(x: torch.Tensor, cfg: DIPFit, checkpoints: tuple[int, ...] = ()
+        ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+    """Fit one network per image of x (B, C, H, W) in [0, 1], all at once.
+
+    Returns the fitted outputs (B, C, H, W) clamped to [0, 1], the loss of every iteration (iterations, B) and the
+    (clamped) outputs after each iteration count in ``checkpoints`` (the tuning reads many counts off one fit).
+    """
+    net, code = cfg.network(tuple(x.shape[1:]))
+    net, code = net.to(x.device), code.to(x.device)
+    b = len(x)
+    params = {k: v.detach().expand(b, *v.shape).clone().requires_grad_(True) for k, v in net.named_parameters()}
+
+    def forward(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return net.forward_stacked(p, code)
+
+    target = x.detach()
+    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+    losses, snapshots = [], {}
+    with torch.enable_grad():
+        for it in range(1, cfg.iterations + 1):
+            per_image = (forward(params) - target).square().flatten(1).mean(1)
+            opt.zero_grad(set_to_none=True)
+            per_image.sum().backward()  # each network's gradient is that of its own image's loss
+            opt.step()
+            losses.append(per_image.detach())
+            if it in checkpoints:
+                with torch.no_grad():
+                    snapshots[it] = forward(params).clamp(0, 1)
+    with torch.no_grad():
+        out = forward(params).clamp(0, 1)
+    return out, torch.stack(losses), snapshots
+
+
+def fit_batched(x: torch.Tensor, cfg: DIPFit, batch_size: int) -> torch.Tensor:
+    """The fitted outputs of x, ``batch_size`` networks at a time (memory grows with the networks fit at once)."""
+    return torch.cat([fit(x[i : i + batch_size], cfg)[0] for i in range(0, len(x), batch_size)])
+
+
+def fit_each(x: torch.Tensor, cfg: DIPFit) -> torch.Tensor:
+    """One plain network per image, fit one after the other: the baseline of ``bench perf gan``."""
+    outs = []
+    for image in x:
+        net, code = cfg.network(tuple(x.shape[1:]))
+        net, code = net.to(x.device), code.to(x.device)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        with torch.enable_grad():
+            for _ in range(cfg.iterations):
+                loss = (net(code)[0] - image).square().mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            outs.append(net(code).clamp(0, 1))
+    return torch.cat(outs)

@@ -17,8 +17,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from benchmark.errors import BenchError
-from benchmark.registry import register_model
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import register_model
 
 LATENT = 128  # Defense-GAN's latent size
 

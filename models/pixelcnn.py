@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.registry import register_model
+from benchmark.core.registry import register_model
 
 from . import mixture
 

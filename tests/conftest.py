@@ -13,7 +13,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = Path(os.environ.get("BENCH_TEST_CACHE") or tmp_path_factory.mktemp("bench-cache"))
     os.environ["BENCH_CACHE"] = str(cache)
     os.environ["BENCH_QUIET"] = "1"
-    from benchmark.progress import set_quiet
+    from benchmark.core.progress import set_quiet
 
     set_quiet(True)
     return cache
@@ -30,7 +30,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def digits():
-    from benchmark.data import load_dataset
+    from benchmark.data.dataset import load_dataset
 
     return load_dataset("digits")
 
@@ -43,7 +43,7 @@ SHORTENED_ATTACKS = {"cw-l0": {"max_rounds": 3}}
 @pytest.fixture(scope="session")
 def build_attack():
     """The registered attack ``name``, shortened if it is in :data:`SHORTENED_ATTACKS`."""
-    from benchmark.registry import ATTACKS
+    from benchmark.core.registry import ATTACKS
 
     return lambda name: ATTACKS.get(name).factory(**SHORTENED_ATTACKS.get(name, {}))
 
@@ -53,9 +53,9 @@ def digits_classifier(digits):
     """The undefended ResNet-style classifier on scikit-learn's digits (trains in seconds; cached per session)."""
     import torch
 
-    from benchmark.defense import build_defense
-    from benchmark.store import ModelStore
-    from benchmark.zoo import get_classifier
+    from benchmark.core.defense import build_defense
+    from benchmark.store.model_store import ModelStore
+    from benchmark.training.zoo import get_classifier
 
     model, meta = get_classifier(digits, "resnet", build_defense("none"), 0, torch.device("cpu"), ModelStore())
     return model, meta
@@ -66,7 +66,7 @@ def restore_cli_state():
     """The CLI points the ``benchmark`` logger at the (captured) stderr and sets the quiet flag: undo both."""
     import logging
 
-    from benchmark.progress import is_quiet, set_quiet
+    from benchmark.core.progress import is_quiet, set_quiet
 
     logger = logging.getLogger("benchmark")
     saved = (logger.handlers[:], logger.level, logger.propagate, is_quiet())
@@ -83,7 +83,7 @@ def resumes_after_a_kill(tmp_path, monkeypatch):
     trains it with its checkpoints in ``folder`` and returns what training returns."""
     import torch
 
-    from benchmark.checkpoint import EpochCheckpoint
+    from benchmark.store.checkpoint import EpochCheckpoint
 
     def check(fresh, train):
         straight = fresh()

@@ -10,7 +10,7 @@ import torch
 from attacks.active import deepfool_l2, gaussian_blur
 from attacks.adapters import foolbox_minimal, foolbox_model
 from attacks.cw import CarliniWagnerL2
-from benchmark.registry import ATTACKS
+from benchmark.core.registry import ATTACKS
 
 N = 32
 

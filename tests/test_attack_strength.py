@@ -1,7 +1,7 @@
 """Weak attacks flatter every defense: the attacks must be strong against the undefended mnist5k ResNet-style model.
 
 bim and pgd at eps 0.3 fool at least 99% of the points; cw, deepfool and lbfgs, unbounded, find an adversarial example
-for at least 95% of the correctly classified points. Success is the harness's own re-check (benchmark.adversarial),
+for at least 95% of the correctly classified points. Success is the harness's own re-check (benchmark.engine.adversarial),
 never the attack's flag. Trains the mnist5k ResNet once per session (about a minute on two cores).
 """
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.adversarial import generate, predict
-from benchmark.data import load_dataset
-from benchmark.defense import build_defense
-from benchmark.registry import ATTACKS
-from benchmark.store import ModelStore
-from benchmark.zoo import get_classifier
+from benchmark.core.defense import build_defense
+from benchmark.core.registry import ATTACKS
+from benchmark.data.dataset import load_dataset
+from benchmark.engine.adversarial import generate, predict
+from benchmark.store.model_store import ModelStore
+from benchmark.training.zoo import get_classifier
 
 CPU = torch.device("cpu")
 

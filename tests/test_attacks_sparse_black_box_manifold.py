@@ -9,15 +9,20 @@ from torch import nn
 
 from attacks.adaptive import DefendedModel
 from attacks.onepixel import OnePixel, changed_pixels
-from attacks.substitute import Substitute, SubstituteTraining, oracle_labels, train_substitute
-from benchmark.adversarial import generate, predict
-from benchmark.checks import check_adversarial
-from benchmark.defense import DefenseContext, build_defense
-from benchmark.errors import BenchError, CellFailed
-from benchmark.registry import ATTACKS
-from benchmark.store import ModelStore
-from benchmark.threats import ThreatOptions, adaptive_target
-from benchmark.vocab import AttackKind, Norm
+from attacks.substitute import (
+    Substitute,
+    SubstituteTraining,
+    oracle_labels,
+    train_substitute,
+)
+from benchmark.core.defense import DefenseContext, build_defense
+from benchmark.core.errors import BenchError, CellFailed
+from benchmark.core.registry import ATTACKS
+from benchmark.core.vocab import AttackKind, Norm
+from benchmark.engine.adversarial import generate, predict
+from benchmark.engine.checks import check_adversarial
+from benchmark.engine.threats import ThreatOptions, adaptive_target
+from benchmark.store.model_store import ModelStore
 
 CPU = torch.device("cpu")
 N = 24

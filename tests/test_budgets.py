@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.budgets import format_eps, parse_eps, parse_eps_list
-from benchmark.errors import BenchError
+from benchmark.core.budgets import format_eps, parse_eps, parse_eps_list
+from benchmark.core.errors import BenchError
 
 
 @pytest.mark.parametrize(

@@ -7,21 +7,19 @@ busy cores two OpenMP threads made training about ten times slower than one.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from benchmark import records
 from benchmark.cli import main
-from benchmark.defense import Defense
-from benchmark.hashing import file_sha256
-from benchmark.registry import ATTACKS, DATASETS, DEFENSES
+from benchmark.core.defense import Defense
+from benchmark.core.registry import ATTACKS, DATASETS, DEFENSES
+from benchmark.store import records
+from benchmark.store.hashing import file_sha256
 
 GRID = ["--dataset", "digits", "--defense", "none,feature-squeezing", "--attack", "fgsm,deepfool", "--n", "40"]
 
@@ -51,7 +49,8 @@ def stderr_lines(result: Result) -> list[str]:
 
 def cell_statuses(result: Result) -> dict[tuple[str, str], str]:
     """``bench run``'s summary table: (defense, attack) -> status."""
-    rows = (line.split() for line in result.stdout.splitlines()[2:] if line.strip())
+    table = result.stdout.split("\n\n")[0]  # the cells; the per-budget worst case follows a blank line
+    rows = (line.split() for line in table.splitlines()[2:] if line.strip())
     return {(r[0], r[1]): r[2] for r in rows}
 
 
@@ -101,7 +100,11 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
     first = bench("run", *GRID, "--results-dir", str(results), BENCH_QUIET="1")
     assert first.exit_code == 0, (first.output, first.exception)
     assert first.stderr == ""  # BENCH_QUIET=1 acts as --quiet: no bars, no info messages
-    table = first.stdout.splitlines()
+    cells, worst = first.stdout.split("\n\n", 1)  # the cells, then the worst case per budget
+    assert worst.startswith("worst case over these attacks, per budget")
+    assert sorted(tuple(line.split()[:2]) for line in worst.splitlines()[3:]) == [
+        ("feature-squeezing", "25/255"), ("feature-squeezing", "8/255"), ("none", "25/255"), ("none", "8/255")]
+    table = cells.splitlines()
     assert table[0].split()[:3] == ["defense", "attack", "status"]
     rows = [line.split() for line in table[2:] if line.strip()]
     assert [(r[0], r[1], r[2]) for r in rows] == [
@@ -125,8 +128,7 @@ def test_run_resume_and_leaderboard(tmp_path: Path) -> None:
 
     second = bench("run", *GRID, "--results-dir", str(results))
     assert second.exit_code == 0, second.output
-    statuses = [line.split()[2] for line in second.stdout.splitlines()[2:] if line.strip()]
-    assert statuses == ["skipped"] * 4
+    assert list(cell_statuses(second).values()) == ["skipped"] * 4
     assert record_files(results) == files
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == snapshot
     assert sorted(p for p in records.records_dir(results).rglob("*") if p.is_file()) == files
@@ -304,7 +306,7 @@ def test_failing_cells_are_reported_and_the_others_kept(tmp_path: Path, broken_d
 
 
 def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmark import cells
+    from benchmark.engine import cells
 
     results = tmp_path / "results"
     args = ["run", "--dataset", "digits", "--defense", "none", "--attack", "fgsm,bim", "--eps", "8/255",
@@ -329,7 +331,7 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path: Path, monkey
     monkeypatch.setattr(cells, "evaluate_cell", original)
     resumed = bench(*args)
     assert resumed.exit_code == 0, resumed.output
-    statuses = {line.split()[1]: line.split()[2] for line in resumed.stdout.splitlines()[2:] if line.strip()}
+    statuses = {attack: status for (_, attack), status in cell_statuses(resumed).items()}
     assert statuses == {calls[0]: "skipped", calls[1]: "done"}
     assert len(record_files(results)) == 2 and files[0].read_bytes() == first_bytes
 
@@ -461,12 +463,11 @@ def test_a_mistyped_results_dir_leaves_the_leaderboard_alone(tmp_path: Path) -> 
 # -- the model store through bench train ----------------------------------------------------------------------------
 
 def test_corrupted_checkpoint_is_reported_and_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmark.data import load_dataset
-    from benchmark.hashing import file_sha256
-    from benchmark.store import ModelStore
-    from benchmark.zoo import build_classifier
-
-    from benchmark import training
+    from benchmark.training import classifier as training
+    from benchmark.data.dataset import load_dataset
+    from benchmark.store.hashing import file_sha256
+    from benchmark.store.model_store import ModelStore
+    from benchmark.training.zoo import build_classifier
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     # this test trains twice (build, then rebuild): one short epoch is enough to have a checkpoint to corrupt
@@ -516,7 +517,7 @@ def _train_fresh(cache: Path, monkeypatch: pytest.MonkeyPatch, torch_seed: int) 
     False,
 ])
 def test_train_is_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_state: bool) -> None:
-    from benchmark import training
+    from benchmark.training import classifier as training
 
     monkeypatch.setitem(training.DEFAULT_TRAIN, "digits", training.TrainConfig(epochs=1, batch_size=128, shift=1))
     a = _train_fresh(tmp_path / "a", monkeypatch, 1)

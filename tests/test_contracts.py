@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from benchmark.adversarial import generate, predict
-from benchmark.attack import Attack
-from benchmark.checks import check_adversarial, norms
-from benchmark.defense import DefenseContext, build_defense
-from benchmark.errors import CellFailed
-from benchmark.registry import ATTACKS, DEFENSES
-from benchmark.store import ModelStore
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.attack import Attack
+from benchmark.core.defense import DefenseContext, build_defense
+from benchmark.core.errors import CellFailed
+from benchmark.core.registry import ATTACKS, DEFENSES
+from benchmark.core.vocab import AttackKind, Norm
+from benchmark.engine.adversarial import generate, predict
+from benchmark.engine.checks import check_adversarial, norms
+from benchmark.store.model_store import ModelStore
 
 EPS = 25 / 255
 N = 24

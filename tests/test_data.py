@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data import Dataset, Split, load_dataset
-from benchmark.errors import BenchError
+from benchmark.core.errors import BenchError
+from benchmark.data.dataset import Dataset, Split, load_dataset
 
 
 def _row_digests(split: Split) -> Counter:

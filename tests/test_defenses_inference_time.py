@@ -1,5 +1,6 @@
-"""The inference-time defenses of issue 5: each checked against an independent computation of what it claims to do
-(the contract tests check the traits and shapes of all of them)."""
+"""The inference-time defenses from the wider literature (randomization, JPEG, spatial smoothing, TV minimisation,
+pixel deflection, region-based classification, PRM): each checked against an independent computation of what it
+claims to do (the contract tests check the traits and shapes of all of them)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defense import ComposedDefense, DefenseContext, build_defense
-from benchmark.errors import BenchError
-from benchmark.runner import defended_correct
-from benchmark.store import ModelStore
+from benchmark.core.defense import ComposedDefense, DefenseContext, build_defense
+from benchmark.core.errors import BenchError
+from benchmark.engine.runner import defended_correct
+from benchmark.store.model_store import ModelStore
 
 
 def _prepared(name: str, digits, classifier, **kwargs):
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import DEFENSES
 
     defense = DEFENSES.get(name).factory(**kwargs)
     defense.prepare(DefenseContext(digits, classifier, torch.device("cpu"), ModelStore(), 0))
@@ -102,7 +103,12 @@ def test_spatial_smoothing_is_feature_squeezings_filter(digits):
 
 # -- TV minimisation ---------------------------------------------------------------------------------------------
 def test_tv_minimization_lowers_total_variation_and_minimises_its_objective(digits):
-    from defenses.tv_minimization import WEIGHT, objective, total_variation, tv_reconstruct
+    from defenses.tv_minimization import (
+        WEIGHT,
+        objective,
+        total_variation,
+        tv_reconstruct,
+    )
 
     x = digits.test.x[:32]
     torch.manual_seed(0)
@@ -191,7 +197,7 @@ def test_region_based_vote_equals_a_hand_counted_vote():
     votes = defense.classify(_Threshold(), x)
     # the same draws, counted by hand: the defense's generator is seeded from the global one
     torch.manual_seed(7)
-    from benchmark.defense import draw_generator
+    from benchmark.core.defense import draw_generator
 
     points = region_points(x, 0.3, 101, draw_generator())
     above = (points.flatten(2).mean(2) > 0.5).float()  # (samples, N)
@@ -289,7 +295,7 @@ def test_prm_trains_its_sparse_layer_on_digits(digits, digits_classifier, tmp_pa
     ("prm", {"stride": 1}, "stride"),
 ])
 def test_bad_parameters_are_one_clear_line(name, kwargs, word):
-    from benchmark.registry import DEFENSES
+    from benchmark.core.registry import DEFENSES
 
     with pytest.raises(BenchError, match=word) as info:
         DEFENSES.get(name).factory(**kwargs)

@@ -9,15 +9,21 @@ from typing import Any
 import pytest
 import torch
 from click.testing import Result
-
-from benchmark import leaderboard
-from benchmark.cli import main
-from benchmark.detection import (LoadedDetection, changed, detection_auc, detection_cell, detection_figures,
-                                 detection_path, figure_name)
-from benchmark.paths import cache_dir
-from benchmark.records import LoadedRecord
 from test_cli import bench
 from test_leaderboard import make_record
+
+from benchmark.engine.detection import (
+    LoadedDetection,
+    changed,
+    detection_auc,
+    detection_cell,
+    detection_figures,
+    detection_path,
+    figure_name,
+)
+from benchmark.report import leaderboard
+from benchmark.store.paths import cache_dir
+from benchmark.store.records import LoadedRecord
 
 DETECT = ["detect", "--dataset", "digits", "--model", "resnet", "--n", "40", "--pixelcnn-size", "tiny"]
 FIGURES = ("bpd_violin", "pvalues", "roc")
@@ -142,7 +148,8 @@ def test_figures_redraw_from_the_record_alone(runs: dict[str, Any]) -> None:
 def test_leaderboard_from_detect_run(runs: dict[str, Any]) -> None:
     output = runs["results"].parent / "leaderboard.md"
     ok(bench("leaderboard", "--results-dir", str(runs["results"]), "--output", str(output)))
-    text = output.read_text()
+    text = (output.parent / "leaderboard" / "full.md").read_text()
+    assert "#detection" in output.read_text()
     assert "## Detection by PixelCNN likelihood: digits / resnet" in text
     fgsm = runs["record"]["cells"]["fgsm"]
     assert f"| fgsm          | {fgsm[0]['auc']:.2f}/{fgsm[1]['auc']:.2f} | 40/40" in text
@@ -185,11 +192,11 @@ def test_leaderboard_renders_the_auc_table() -> None:
     figures = ["results/figures/fashion-mnist_resnet_accuracy.png",
                *(f"results/figures/fashion-mnist_resnet_{k}.png" for k in FIGURES)]
     recs = [LoadedRecord(Path("r.json"), make_record("fgsm", [[1, 1, 1, 1], [1, 0, 1, 1]]))]
-    text = leaderboard.render(recs, figures, [det])
+    text = leaderboard.render_full(recs, figures, [det])
     main_part, section = text.split("\n\n## Detection by PixelCNN likelihood: fashion-mnist / resnet\n")
     # without detection records the output is as before; with one, its figures move from the general list
-    plain = leaderboard.render(recs, figures)
-    assert main_part + "\n" == leaderboard.render(recs, figures[:1])
+    plain = leaderboard.render_full(recs, figures)
+    assert main_part + "\n" == leaderboard.render_full(recs, figures[:1])
     assert all(f"fashion-mnist_resnet_{k}.png](" in plain for k in FIGURES)
     rows = [line for line in section.splitlines() if line.startswith("| ")]
     assert [c.strip() for c in rows[0].split("|")[1:-1]] == ["attack", "AUC", "adversarial used", "mean bits/dim",
@@ -201,13 +208,13 @@ def test_leaderboard_renders_the_auc_table() -> None:
     for k in FIGURES:  # its figures are linked once, in the detection section
         assert text.count(f"fashion-mnist_resnet_{k}.png](") == 1
         assert f"fashion-mnist_resnet_{k}.png](" in section
-    assert leaderboard.render(list(reversed(recs)), figures, [det]) == text  # deterministic
+    assert leaderboard.render_full(list(reversed(recs)), figures, [det]) == text  # deterministic
 
 
 def test_leaderboard_without_records_still_shows_detection() -> None:
     det = detection_record({"fgsm": [cell(0.5, 4, 4.5), cell(0.75, 4, 5.0)]})
-    text = leaderboard.render([], (), [det])
-    assert text.startswith(leaderboard.render([])[:-1])
+    text = leaderboard.render_full([], (), [det])
+    assert text.startswith(leaderboard.render_full([])[:-1])
     assert "| fgsm     | 0.50/0.75 |" in text
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import records
-from benchmark.locks import CellClaims
-from benchmark.ray_executor import local_cluster_env
+from benchmark.engine.ray_executor import local_cluster_env
+from benchmark.store import records
+from benchmark.store.locks import CellClaims
 
 # a Ray cluster started by these tests listens on loopback only and is patient with workers that start slowly on a
 # busy machine (Ray reads these when it is imported and when its processes start)
@@ -120,10 +120,10 @@ def test_two_runs_at_once_evaluate_each_cell_once(tmp_path: Path) -> None:
 def test_a_model_pack_carries_checkpoints_to_another_store(tmp_path: Path, digits) -> None:
     import torch
 
-    from benchmark.defense import build_defense
-    from benchmark.modelpack import RecordingStore, unpack
-    from benchmark.store import ModelStore
-    from benchmark.zoo import get_classifier
+    from benchmark.core.defense import build_defense
+    from benchmark.store.model_store import ModelStore
+    from benchmark.store.modelpack import RecordingStore, unpack
+    from benchmark.training.zoo import get_classifier
 
     recording = RecordingStore()  # the session's store: the classifier is there already
     model, meta = get_classifier(digits, "resnet", build_defense("none"), 0, torch.device("cpu"), recording)

@@ -10,12 +10,20 @@ from click.testing import CliRunner
 
 import models  # noqa: F401
 from benchmark.cli import main
-from benchmark.errors import BenchError
-from benchmark.gan_training import build_gan, check_gan_fits, gan_config, get_gan, train_gan
-from benchmark.store import ModelStore
-from defenses.deep_image_prior import DeepImagePrior, DIPFit, RefreshedFit, fit, fit_each
-from defenses.invert_and_classify import InvertAndClassify, Projection, WarmStartProjection, project, project_each
+from benchmark.core.errors import BenchError
+from benchmark.store.model_store import ModelStore
+from benchmark.training.gan import (
+    build_gan,
+    check_gan_fits,
+    gan_config,
+    get_gan,
+    train_gan,
+)
+from defenses.deep_image_prior import DeepImagePrior, RefreshedFit
+from defenses.invert_and_classify import InvertAndClassify, WarmStartProjection
+from models.dip import DIPFit, fit, fit_each
 from models.gan import Generator
+from models.projection import Projection, project, project_each
 
 SHAPE = (1, 8, 8)
 
@@ -80,8 +88,8 @@ def test_warm_started_projection_follows_small_moves_and_projects_new_inputs_in_
 
 def test_adaptive_attacks_on_invert_and_classify_take_warm_forwards_and_record_them(tiny_generator, in_range):
     from attacks.adaptive import DefendedModel
-    from benchmark.registry import ATTACKS
-    from benchmark.threats import ThreatOptions, adaptive_target
+    from benchmark.core.registry import ATTACKS
+    from benchmark.engine.threats import ThreatOptions, adaptive_target
     from defenses.feature_squeezing import FeatureSqueezing
 
     defense = InvertAndClassify(steps=30, restarts=2)
@@ -150,9 +158,9 @@ def test_refreshed_dip_fit_adds_the_last_fit_s_removal_and_refits_each_row_on_it
 
 def test_adaptive_attacks_on_the_deep_image_prior_take_the_refreshed_fit_unless_told_to_run_the_real_one():
     from attacks.adaptive import DefendedModel
-    from benchmark.registry import ATTACKS
-    from benchmark.threats import ThreatOptions, adaptive_target, config_options
-    from benchmark.vocab import Threat
+    from benchmark.core.registry import ATTACKS
+    from benchmark.core.vocab import Threat
+    from benchmark.engine.threats import ThreatOptions, adaptive_target, config_options
 
     defense = DeepImagePrior(iterations=5, width=8)
     classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
@@ -231,7 +239,7 @@ def test_cli_trains_a_gan_and_writes_its_sample_grid(tmp_path: Path):
 
 
 def test_dip_tuning_reads_every_count_off_one_fit(digits, digits_classifier):
-    from benchmark.dip_tuning import tune_iterations
+    from benchmark.training.dip import tune_iterations
 
     model, _ = digits_classifier
     result = tune_iterations(digits, model, torch.device("cpu"), width=8, points=8, candidates=(2, 6))
@@ -243,7 +251,7 @@ def test_dip_tuning_reads_every_count_off_one_fit(digits, digits_classifier):
 
 
 def test_speed_benchmark_compares_outputs():
-    from benchmark.perf_gan import dip_speed, projection_speed
+    from benchmark.perf.gan import dip_speed, projection_speed
 
     row = projection_speed("8x8x1", n=2, steps=3, restarts=2, device="cpu", peak=1e10)
     assert row["max_abs_diff"] < 1e-6 and row["speedup"] > 0 and row["mflop_per_image"] > 0
@@ -252,7 +260,7 @@ def test_speed_benchmark_compares_outputs():
 
 
 def test_min_max_attack_finds_close_pairs_the_classifier_tells_apart(digits, digits_classifier):
-    from defenses.robust_manifold import divergence, min_max_pairs
+    from benchmark.training.robust_manifold import divergence, min_max_pairs
 
     model, _ = digits_classifier
     gan, _ = get_gan(digits, torch.device("cpu"), ModelStore())

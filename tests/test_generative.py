@@ -8,10 +8,16 @@ import torch
 from click.testing import CliRunner
 
 import models  # noqa: F401
-from benchmark import generative
 from benchmark.cli import main
-from benchmark.generative import build_pixelcnn, get_pixelcnn, pixelcnn_config, sample, train_pixelcnn
-from benchmark.store import ModelStore
+from benchmark.store.model_store import ModelStore
+from benchmark.training import pixelcnn as generative
+from benchmark.training.pixelcnn import (
+    build_pixelcnn,
+    get_pixelcnn,
+    pixelcnn_config,
+    sample,
+    train_pixelcnn,
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def test_examples_figure_shows_clean_adversarial_and_purified(tmp_path: Path):
 
 
 def test_pixeldefend_benchmark_runs_and_compares_outputs():
-    from benchmark.perf_pixeldefend import pixeldefend_speed
+    from benchmark.perf.pixeldefend import pixeldefend_speed
 
     row = pixeldefend_speed("digits", batch=4, reference_rows=1, device="cpu")
     assert row["images_equal"] + row["images_near_tie"] == 4 and row["images_different"] == 0

@@ -9,8 +9,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from attacks.lbfgs import LBFGS
-from benchmark.registry import ATTACKS
-from benchmark.vocab import AttackKind, Norm
+from benchmark.core.registry import ATTACKS
+from benchmark.core.vocab import AttackKind, Norm
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ from typing import Any, Sequence
 
 import pytest
 
-from benchmark import leaderboard, paper, records
-from benchmark.errors import BenchError
-from benchmark.instances import split_by_weights, weights_id
-from benchmark.stats import wilson_interval
+from benchmark.core.errors import BenchError
+from benchmark.report import leaderboard, paper
+from benchmark.report.instances import split_by_weights, weights_id
+from benchmark.report.stats import wilson_interval
+from benchmark.store import records
 
 FASHION_EPS = (8 / 255, 25 / 255)
 
@@ -68,7 +69,7 @@ def save_all(results: Path, recs: Sequence[dict[str, Any]]) -> None:
 
 
 def render_dir(results: Path) -> str:
-    return leaderboard.render(records.load_all(results))
+    return leaderboard.render_full(records.load_all(results))
 
 
 def table_rows(text: str, table: str = "details") -> list[dict[str, str]]:
@@ -80,7 +81,8 @@ def table_rows(text: str, table: str = "details") -> list[dict[str, str]]:
         if not line.startswith("|"):
             headers = None
             continue
-        cells = [c.strip() for c in line.strip("|").split("|")]
+        # a cell's Markdown link shows its text (the headline links each defense to its page)
+        cells = [re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", c.strip()) for c in line.strip("|").split("|")]
         if headers is None:
             headers = cells
         elif not set("".join(cells)) <= set("-:"):
@@ -122,9 +124,9 @@ def test_render_is_deterministic_and_independent_of_order(tmp_path: Path, grid: 
     save_all(tmp_path / "a", grid)
     save_all(tmp_path / "b", list(reversed(grid)))
     loaded = records.load_all(tmp_path / "a")
-    text = leaderboard.render(loaded)
-    assert text == leaderboard.render(loaded)
-    assert text == leaderboard.render(list(reversed(loaded)))
+    text = leaderboard.render_full(loaded)
+    assert text == leaderboard.render_full(loaded)
+    assert text == leaderboard.render_full(list(reversed(loaded)))
     assert text == render_dir(tmp_path / "b")
     assert text.endswith("\n") and not text.endswith("\n\n")
     assert not re.search(r"\d{4}-\d{2}-\d{2}", text)  # no dates
@@ -331,8 +333,7 @@ def test_figures_linked_relative_to_output(tmp_path: Path) -> None:
     for name in ("fashion-mnist_roc.png", "fashion-mnist_bpd.png", "mnist_roc.png"):
         (figures / name).write_bytes(b"png")
     output = tmp_path / "leaderboard.md"
-    leaderboard.write(results, output)
-    text = output.read_text(encoding="utf-8")
+    text = leaderboard.render_full(records.load_all(results), leaderboard.figure_links(results, output))
     assert "- [fashion-mnist_bpd.png](results/figures/fashion-mnist_bpd.png)" in text
     assert text.index("fashion-mnist_bpd.png") < text.index("fashion-mnist_roc.png")
     assert "mnist_roc.png" not in text.replace("fashion-mnist_roc.png", "")
@@ -344,8 +345,7 @@ def test_a_figure_named_after_a_classifier_is_linked_from_its_section_only(tmp_p
     (results / "figures").mkdir()
     for name in ("fashion-mnist_resnet_curve.png", "fashion-mnist_samples.png"):
         (results / "figures" / name).write_bytes(b"png")
-    leaderboard.write(results, tmp_path / "leaderboard.md")
-    text = (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
+    text = leaderboard.render_full(records.load_all(results), leaderboard.figure_links(results, tmp_path / "x.md"))
     resnet, vgg = section_of(text, "fashion-mnist / resnet"), section_of(text, "fashion-mnist / vgg")
     assert "fashion-mnist_resnet_curve.png" in resnet and "fashion-mnist_resnet_curve.png" not in vgg
     assert "fashion-mnist_samples.png" in resnet and "fashion-mnist_samples.png" in vgg
@@ -556,7 +556,7 @@ def test_autoattack_declares_its_black_box_member() -> None:
 
 
 def test_paired_lead_p_is_mcnemars_exact_test() -> None:
-    from benchmark.sanity import paired_lead_p
+    from benchmark.engine.sanity import paired_lead_p
 
     robust = [True] * 10
     assert paired_lead_p(robust, robust) == 1.0

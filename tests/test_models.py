@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.registry import MODELS
-from benchmark.zoo import classifier_names
+from benchmark.core.registry import MODELS
+from benchmark.training.zoo import classifier_names
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
@@ -25,8 +25,8 @@ def test_classifier_names_lists_only_classifiers():
 def test_interrupted_classifier_training_resumes_to_the_same_weights(digits, resumes_after_a_kill):
     import torch.nn.functional as F
 
-    from benchmark.training import TrainConfig, train_classifier
-    from benchmark.zoo import build_classifier
+    from benchmark.training.classifier import TrainConfig, train_classifier
+    from benchmark.training.zoo import build_classifier
 
     cfg = TrainConfig(epochs=3, batch_size=256)
 
@@ -44,8 +44,8 @@ def test_interrupted_classifier_training_resumes_to_the_same_weights(digits, res
 def test_classifier_training_killed_inside_an_epoch_resumes_to_the_same_weights(digits, resumes_after_a_kill):
     import torch.nn.functional as F
 
-    from benchmark.training import TrainConfig, train_classifier
-    from benchmark.zoo import build_classifier
+    from benchmark.training.classifier import TrainConfig, train_classifier
+    from benchmark.training.zoo import build_classifier
 
     cfg = TrainConfig(epochs=2, batch_size=256)
     assert len(digits.train) > 2 * cfg.batch_size, "the first save must fall inside the first epoch"
@@ -77,7 +77,7 @@ def _with_batch_norm_statistics(model: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.mark.parametrize("arch", ["resnet", "vgg"])
 def test_folding_batch_norms_keeps_the_function_and_its_input_gradient(arch):
-    from benchmark.zoo import fold_batch_norm
+    from benchmark.training.zoo import fold_batch_norm
 
     model = _with_batch_norm_statistics(MODELS.get(arch).factory((1, 28, 28), 10))
     folded = fold_batch_norm(model)
@@ -94,7 +94,7 @@ def test_folding_batch_norms_keeps_the_function_and_its_input_gradient(arch):
 
 
 def test_a_classifier_torch_fx_cannot_trace_is_used_unfolded():
-    from benchmark.zoo import fold_batch_norm
+    from benchmark.training.zoo import fold_batch_norm
 
     class Branching(torch.nn.Module):  # data-dependent control flow: torch.fx cannot trace it
         def __init__(self):

@@ -9,9 +9,9 @@ import torch
 
 import defenses  # noqa: F401  (registers the defenses)
 import models  # noqa: F401
-from benchmark.defense import build_defense
-from benchmark.errors import BenchError
-from benchmark.generative import check_pixelcnn_fits, p_values
+from benchmark.core.defense import build_defense
+from benchmark.core.errors import BenchError
+from benchmark.training.pixelcnn import check_pixelcnn_fits, p_values
 from defenses.pixeldefend import PixelDefend, eps_levels, purify, purify_reference
 from models import mixture
 from models.pixelcnn import PixelCNN, sharpen_

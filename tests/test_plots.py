@@ -5,9 +5,9 @@ from pathlib import Path
 
 from test_leaderboard import fooled, make_record, save_all
 
-from benchmark import leaderboard
-from benchmark.plots import _curve_records, accuracy_heatmaps, robustness_curves
-from benchmark.records import load_all
+from benchmark.report.plots import _curve_records, accuracy_heatmaps, robustness_curves
+from benchmark.report.site import write_site
+from benchmark.store.records import load_all
 
 
 def test_accuracy_heatmap_is_written_and_linked(tmp_path: Path) -> None:
@@ -17,9 +17,10 @@ def test_accuracy_heatmap_is_written_and_linked(tmp_path: Path) -> None:
     (figure,) = accuracy_heatmaps(tmp_path)
     assert figure == tmp_path / "figures" / "fashion-mnist_resnet_accuracy.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    output = tmp_path / "leaderboard.md"
-    leaderboard.write(tmp_path, output)
-    assert "figures/fashion-mnist_resnet_accuracy.png" in output.read_text()
+    write_site(tmp_path, tmp_path / "leaderboard")
+    assert "figures/fashion-mnist_resnet_accuracy.png" in (tmp_path / "leaderboard" / "full.md").read_text()
+    assert "figures/fashion-mnist_resnet_accuracy.png" in (tmp_path / "leaderboard" / "fashion-mnist_resnet.html"
+                                                           ).read_text()
 
 
 def test_robustness_curve_from_adaptive_records_with_several_budgets(tmp_path: Path) -> None:
@@ -36,9 +37,10 @@ def test_robustness_curve_from_adaptive_records_with_several_budgets(tmp_path: P
     (figure,) = robustness_curves(tmp_path)
     assert figure == tmp_path / "figures" / "fashion-mnist_resnet_robustness_curve.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    output = tmp_path / "leaderboard.md"
-    leaderboard.write(tmp_path, output)
-    assert "figures/fashion-mnist_resnet_robustness_curve.png" in output.read_text()
+    write_site(tmp_path, tmp_path / "leaderboard")
+    assert "figures/fashion-mnist_resnet_robustness_curve.png" in (tmp_path / "leaderboard" / "full.md").read_text()
+    assert "figures/fashion-mnist_resnet_robustness_curve.png" in (
+        tmp_path / "leaderboard" / "fashion-mnist_resnet" / "none.html").read_text()
 
 
 def test_no_curve_without_enough_budgets(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from benchmark.errors import BenchError
-from benchmark.registry import Registry, natural_key
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import Registry, natural_key
 
 PLUGINS = Path(__file__).parent / "plugins"
 PLUGIN_PACKAGES = ("bench_plugin_demo", "bench_plugin_broken")
@@ -279,7 +279,7 @@ def test_a_group_selects_its_members_and_a_name_wins_over_a_group() -> None:
 
 
 def test_the_paper_group_is_the_thirteen_attacks_of_the_paper_and_its_reproduction() -> None:
-    from benchmark.registry import ATTACKS
+    from benchmark.core.registry import ATTACKS
 
     assert set(ATTACKS.select("paper")) == {
         "fgsm", "fgm", "bim", "pgd", "cw-linf", "cw", "deepfool", "lbfgs", "saliency-map", "gaussian-blur",

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.hashing import file_sha256
-from benchmark.store import META, WEIGHTS, ModelStore
+from benchmark.store.hashing import file_sha256
+from benchmark.store.model_store import META, WEIGHTS, ModelStore
 
 SPEC = {"dataset": "toy", "arch": "tiny", "seed": 0, "train": {"epochs": 1}}
 
@@ -39,11 +39,11 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 
 @pytest.fixture
 def store_logs(caplog: pytest.LogCaptureFixture):
-    """Warnings of benchmark.store, even after a CLI test turned off propagation of the ``benchmark`` logger."""
+    """Warnings of benchmark.store.model_store, even after a CLI test turned off propagation of the ``benchmark`` logger."""
     logger = logging.getLogger("benchmark")
     old = logger.propagate
     logger.propagate = True
-    caplog.set_level(logging.WARNING, logger="benchmark.store")
+    caplog.set_level(logging.WARNING, logger="benchmark.store.model_store")
     yield caplog
     logger.propagate = old
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from attacks.adaptive import DefendedModel, gradient_modes
-from benchmark.adversarial import generate, predict
-from benchmark.defense import Defense, DefenseContext, build_defense
-from benchmark.errors import BenchError, CellFailed
-from benchmark.registry import ATTACKS, DEFENSES
-from benchmark.runner import RunPlan, defended_correct, defended_predictions, run
-from benchmark.store import ModelStore
-from benchmark.threats import ThreatOptions
-from benchmark.vocab import Threat
+from benchmark.core.defense import Defense, DefenseContext, build_defense
+from benchmark.core.errors import BenchError, CellFailed
+from benchmark.core.registry import ATTACKS, DEFENSES
+from benchmark.core.vocab import Threat
+from benchmark.engine.adversarial import generate, predict
+from benchmark.engine.runner import RunPlan, defended_correct, defended_predictions, run
+from benchmark.engine.threats import ThreatOptions
+from benchmark.store.model_store import ModelStore
 
 CPU = torch.device("cpu")
 EPS = 25 / 255
@@ -284,7 +284,8 @@ def test_transfer_attacks_a_substitute(tmp_path: Path, digits_classifier):
 
 def test_gradient_masking_toy_trips_the_sanity_checks(tmp_path: Path, toy_defenses, digits_classifier):
     from attacks.autoattack import Square
-    from benchmark import leaderboard, records
+    from benchmark.report import leaderboard
+    from benchmark.store import records
 
     ATTACKS.add("zz-square", lambda: Square(n_queries=300), "tests")  # Square's full 5,000 queries take minutes
     try:
@@ -332,7 +333,7 @@ def test_perf_adaptive_reports_a_step_cost_per_defense(digits_classifier):
 
 
 def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
-    from benchmark.diagnose import purification_survival
+    from benchmark.engine.diagnose import purification_survival
 
     common = dict(dataset_name="digits", model_name="resnet", attack_name="fgsm", eps=(25 / 255,), n=10,
                   threat=Threat.OBLIVIOUS, device="cpu")
@@ -360,7 +361,7 @@ class _AllBlack(Defense):
 
 
 def test_diagnose_shows_a_pipeline_collapsed_onto_one_class(digits_classifier, monkeypatch):
-    from benchmark import diagnose
+    from benchmark.engine import diagnose
 
     monkeypatch.setattr(diagnose, "build_defense", lambda name: _AllBlack())
     rows = diagnose.purification_survival("digits", "resnet", "zz-all-black", "fgsm", (25 / 255,), 10, Threat.OBLIVIOUS,
@@ -387,7 +388,7 @@ class _InnerDescent(Defense):
 
 
 def test_inner_optimisation_is_seen_and_flagged(digits_classifier, points):
-    from benchmark.sanity import defense_flags, probe_defense
+    from benchmark.engine.sanity import defense_flags, probe_defense
 
     (x, y), model = points, digits_classifier[0]
     checks = probe_defense(model, _InnerDescent(), x, y, eot_samples=1, seed=0)
@@ -406,7 +407,7 @@ def test_inner_optimisation_is_seen_and_flagged(digits_classifier, points):
 @pytest.mark.parametrize("threat", list(Threat))
 def test_adversarial_inputs_are_keyed_by_the_attacked_weights(threat: Threat, digits_classifier) -> None:
     """Inputs crafted on other weights of the same training config (a retrained model) must never be reused."""
-    from benchmark.cells import Workbench
+    from benchmark.engine.cells import Workbench
 
     plan = RunPlan(dataset="digits", defenses=("feature-squeezing",), attacks=("fgsm",), eps=(8 / 255,), n=8,
                    threat=threat, device="cpu")
@@ -436,7 +437,7 @@ class _OwnModel(Defense):
 
 
 def test_a_records_models_include_the_defenses_own(tmp_path: Path, digits_classifier) -> None:
-    from benchmark.cells import Workbench
+    from benchmark.engine.cells import Workbench
 
     plan = RunPlan(dataset="digits", defenses=("zz-own-model",), attacks=("fgsm",), eps=(8 / 255,), n=8, device="cpu")
     store = ModelStore(tmp_path)
@@ -448,7 +449,7 @@ def test_a_records_models_include_the_defenses_own(tmp_path: Path, digits_classi
 
 
 def test_a_random_vote_unanimous_on_clean_points_is_seen_random_between_them(digits_classifier, points):
-    from benchmark.sanity import _seen_randomness, defense_flags, probe_defense
+    from benchmark.engine.sanity import _seen_randomness, defense_flags, probe_defense
 
     (x, y), model = points, digits_classifier[0]
     with torch.no_grad():

@@ -1,7 +1,6 @@
-"""``bench detect``: PixelCNN likelihood as a detector of adversarial inputs (see :mod:`benchmark.detection`).
+"""``bench detect``: PixelCNN likelihood as a detector of adversarial inputs (see :mod:`benchmark.engine.detection`).
 
-Registered on the ``bench`` group in :mod:`benchmark.cli`. Only click is imported here: ``bench --help`` stays
-free of torch, and the helpers of :mod:`benchmark.cli` are imported when the command runs (no import cycle).
+Only click is imported at module level: the machinery loads when the command runs.
 """
 from __future__ import annotations
 
@@ -42,14 +41,19 @@ def detect(dataset, model, attack_spec, eps_values, n, pixelcnn_size, results_di
     """
     from tabulate import tabulate
 
-    from .budgets import format_eps, parse_eps_list
-    from .cli import _report_broken_plugins, _setup
-    from .detection import DetectPlan, detect as run_detection, draw_detection_figures, summary_rows
-    from .leaderboard import FIGURES_SUBDIR
-    from .registry import ATTACKS
+    from benchmark.cli.common import report_broken_plugins, setup
+    from benchmark.core.budgets import format_eps, parse_eps_list
+    from benchmark.core.registry import ATTACKS
+    from benchmark.engine.detection import (
+        DetectPlan,
+        draw_detection_figures,
+        summary_rows,
+    )
+    from benchmark.engine.detection import detect as run_detection
+    from benchmark.store.paths import FIGURES_SUBDIR
 
-    _setup(quiet)
-    _report_broken_plugins()
+    setup(quiet)
+    report_broken_plugins()
     plan = DetectPlan(dataset=dataset, model=model, attacks=tuple(ATTACKS.select(attack_spec)),
                       eps=parse_eps_list(eps_values) if eps_values else None, n=n, seed=seed, device=device,
                       results_dir=results_dir, batch_size=batch_size, data_root=data_root, download=download,

@@ -11,21 +11,23 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .vocab import AttackKind, Norm
+from benchmark.core.options import Option
+from benchmark.core.vocab import AttackKind, Norm
 
 # the thirteen attacks of the PixelDefend paper's tables and of its reproduction (pgd, cw-linf): `--attack paper`
 PAPER = ("paper",)
 
 
 class Attack:
-    name: ClassVar[str] = ""
+    name: str = ""  # the registered name (a configured instance: its canonical spelling, benchmark.core.options)
     summary: ClassVar[str] = ""
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()  # what the constructor accepts (benchmark.core.options)
     norm: ClassVar[Norm] = Norm.LINF
     kind: ClassVar[AttackKind] = AttackKind.FIXED
     needs_gradients: ClassVar[bool] = True
     randomised: ClassVar[bool] = False
     # a gradient attack that also runs a gradient-free member (AutoAttack runs Square): it does as well as that black
-    # box by construction, so it sits out the masked-gradient check (benchmark.sanity) on either side
+    # box by construction, so it sits out the masked-gradient check (benchmark.engine.sanity) on either side
     runs_black_box: ClassVar[bool] = False
     # runs only on a defended pipeline (--threat adaptive) whose purifier projects onto a GAN generator
     needs_generator: ClassVar[bool] = False
@@ -37,6 +39,13 @@ class Attack:
 
     def __init__(self, **options: Any) -> None:
         self._options = dict(options)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # the constructor's arguments, kept so that an instance configured in Python is named in records by its
+        # canonical spelling, as the same setting given on the command line (benchmark.api.naming)
+        obj = super().__new__(cls)
+        obj._given = (args, kwargs)
+        return obj
 
     @classmethod
     def describe(cls) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Iterable
 
-from .errors import BenchError
+from benchmark.core.errors import BenchError
 
 
 def parse_eps(text: str) -> float:

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import BenchError
+from benchmark.core.errors import BenchError
+from benchmark.core.options import Option
 
 
 def rows_near(x: torch.Tensor, previous: torch.Tensor | None, reach: float) -> torch.Tensor:
@@ -35,10 +36,10 @@ def rows_near(x: torch.Tensor, previous: torch.Tensor | None, reach: float) -> t
 class DefenseContext:
     """What a defense may use to prepare itself: the data set, the trained classifier, the device and the store."""
 
-    dataset: Any  # benchmark.data.Dataset
+    dataset: Any  # benchmark.data.dataset.Dataset
     classifier: nn.Module
     device: torch.device
-    store: Any  # benchmark.store.ModelStore
+    store: Any  # benchmark.store.model_store.ModelStore
     seed: int
 
 
@@ -56,8 +57,9 @@ class Defense:
     of instead (e.g. the classifier at one random point where the decision is a vote over many).
     """
 
-    name: ClassVar[str] = ""
+    name: str = ""  # the registered name (a configured instance: its canonical spelling, benchmark.core.options)
     summary: ClassVar[str] = ""
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()  # what the constructor accepts (benchmark.core.options)
     trains_classifier: ClassVar[bool] = False  # has a training-time part
     purifies: ClassVar[bool] = False  # has an inference-time part
     differentiable: ClassVar[bool] = True  # the inference part (purify, or classify) passes useful gradients
@@ -65,6 +67,13 @@ class Defense:
     detects: ClassVar[bool] = False  # offers detection scores (higher = more suspicious)
     classifies: ClassVar[bool] = False  # the inference part makes the decision itself (see classify)
     optimises: ClassVar[bool] = False  # the inference part solves an optimisation problem per input (a sanity check)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # the constructor's arguments, kept so that an instance configured in Python is named in records by its
+        # canonical spelling, as the same setting given on the command line (benchmark.api.naming)
+        obj = super().__new__(cls)
+        obj._given = (args, kwargs)
+        return obj
 
     @classmethod
     def describe(cls) -> dict[str, str]:
@@ -173,15 +182,17 @@ def _traits(obj: Any) -> str:
 
 def draw_generator(device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for one call of a randomised defense on ``device``, seeded from torch's global generator (which the
-    harness seeds per batch: :func:`benchmark.runner.defended_predictions`). Same seed, same draws; the next call
+    harness seeds per batch: :func:`benchmark.engine.runner.defended_predictions`). Same seed, same draws; the next call
     (another EOT or evaluation draw) gets a new seed."""
     seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def build_defense(name: str) -> Defense:
-    """A defense instance from a registered name or a ``+`` composition of registered names."""
-    from .registry import DEFENSES
+def build_defense(spec: str) -> Defense:
+    """A defense instance from a registered name, a name with options (``jpeg(quality=50)``) or a ``+`` composition of
+    them (``adv-fgsm+feature-squeezing(bits=4)``)."""
+    from benchmark.core.options import split_top
+    from benchmark.core.registry import DEFENSES
 
-    parts = [DEFENSES.get(part.strip()).factory() for part in name.split("+")]
+    parts = [DEFENSES.build(part.strip()) for part in split_top(spec, "+")]
     return parts[0] if len(parts) == 1 else ComposedDefense(parts)

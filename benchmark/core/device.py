@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import BenchError
+from benchmark.core.errors import BenchError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

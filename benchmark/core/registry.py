@@ -4,7 +4,8 @@ Built-ins register at their definition site with a decorator (``@register_attack
 through entry points in the groups ``bench.defenses``, ``bench.attacks``, ``bench.models`` and ``bench.datasets``: an
 entry point may name a module (importing it runs its decorators) or the factory itself (registered under the entry
 point's name). Entry points load lazily, on the first look-up; ``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` turns them off.
-A plugin that fails to import is remembered by name in :attr:`Registry.broken` and never takes the registry down.
+A plugin that fails to import is remembered by name in :attr:`Registry.broken` and never takes the registry down,
+whatever it raises (``sys.exit()`` at import included); only the user's Ctrl-C goes through.
 
 Registering a name twice is an error that names both origins: two plugins silently shadowing each other would corrupt
 a leaderboard.
@@ -21,7 +22,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .errors import BenchError
+from benchmark.core.errors import BenchError
+from benchmark.core.options import (
+    check_options,
+    declared,
+    non_default,
+    parse_item,
+    results_changing,
+    spell,
+    split_top,
+)
 
 PROJECT = "defensebench"
 
@@ -58,6 +68,21 @@ class Entry:
 def natural_key(name: str) -> list[Any]:
     """Sort key that puts ``pgd2`` before ``pgd10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+@dataclass(frozen=True)
+class Configured:
+    """A registered entry with its options set: what a selection item such as ``pgd(steps=200)`` resolves to."""
+
+    spec: str  # the canonical spelling: records name the entry by it (see benchmark.core.options)
+    entry: Entry
+    options: dict[str, Any]  # the constructor's keyword arguments (non-default values only)
+
+    def build(self) -> Any:
+        obj = self.entry.factory(**self.options)
+        if self.spec != self.entry.name:
+            obj.name = self.spec  # this instance is the configured entry, not the registered default
+        return obj
 
 
 @dataclass
@@ -117,8 +142,10 @@ class Registry:
         token = _loading_origin.set(origin)
         try:
             loaded = ep.load()
-        except Exception as exc:  # a broken plugin is reported by name, never a crash
-            self.broken[ep.name] = f"{origin}: {type(exc).__name__}: {exc}"
+        except KeyboardInterrupt:  # the user's Ctrl-C (or a SIGTERM under `bench run`), not the plugin's doing
+            raise
+        except BaseException as exc:  # a broken plugin is reported by name, never a crash: even sys.exit() at import
+            self.broken[ep.name] = f"{origin}: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
             return
         finally:
             _loading_origin.reset(token)
@@ -137,9 +164,39 @@ class Registry:
         return [self._entries[name] for name in self.names()]
 
     def named(self, spec: str | Iterable[str]) -> set[str]:
-        """The names a selection spells out one by one (not through ``all``, a group or a wildcard)."""
-        items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
-        return {i for i in items if i in self._entries}
+        """The entries a selection spells out one by one (not through ``all``, a group or a wildcard), canonically."""
+        items = [s.strip() for s in (split_top(spec, ",") if isinstance(spec, str) else spec)]
+        return {self.configure(i).spec for i in items if parse_item(i)[0] in self._entries}
+
+    # -- options --------------------------------------------------------------------------------------------------
+    def configure(self, item: str, values: dict[str, Any] | None = None) -> Configured:
+        """``name`` or ``name(key=value, ...)``: the entry with its options checked, under its canonical spelling.
+
+        An entry that declares ``ALIAS_OF = (base, options)`` is that base entry with those options, and the base
+        entry with those options is spelled as the alias (``pixeldefend(adaptive=image)`` is
+        ``adaptive-pixeldefend``): records written under an alias keep their ids. ``values`` are options given as
+        Python values (a constructor's keyword arguments) rather than text."""
+        name, raw = parse_item(item)
+        entry = self.get(name)
+        values = check_options(entry.factory, name, {**raw, **(values or {})})
+        base_name, fixed = getattr(entry.factory, "ALIAS_OF", None) or (name, {})
+        base = self.get(base_name)
+        full = {**fixed, **values}
+        alias, alias_fixed = base, {}
+        for other in self.entries():
+            of = getattr(other.factory, "ALIAS_OF", None)
+            if of and of[0] == base_name and all(full.get(k) == v for k, v in of[1].items()) \
+                    and len(of[1]) > len(alias_fixed):
+                alias, alias_fixed = other, of[1]
+        rest = non_default(base.factory, {k: v for k, v in full.items() if k not in alias_fixed})
+        return Configured(spell(alias.name, results_changing(base.factory, rest)), alias, rest)
+
+    def build(self, item: str) -> Any:
+        """An instance of ``item`` (a name, or a name with options) configured by its constructor."""
+        return self.configure(item).build()
+
+    def options_of(self, name: str) -> tuple[Any, ...]:
+        return declared(self.get(name).factory)
 
     def groups(self) -> list[str]:
         return sorted({g for e in self.entries() for g in e.groups})
@@ -168,7 +225,7 @@ class Registry:
         reproduction) stands for its members; a registered name wins over a group of the same name. Wildcards follow :mod:`fnmatch`. The result keeps the order in which
         names were first added, without duplicates.
         """
-        items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec)]
+        items = [s.strip() for s in (split_top(spec, ",") if isinstance(spec, str) else spec)]
         items = [s for s in items if s]
         if not items:
             raise BenchError(f"empty {self.what} selection; give a name, a list such as 'a,b', or 'all'")
@@ -185,8 +242,10 @@ class Registry:
                 matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
                 if not matched:
                     raise BenchError(f"{self.what} pattern {pattern!r} matches nothing; valid {self.what}s: {', '.join(names)}")
+            elif "+" in pattern:  # a composition (defenses): each part configured, the whole spelled canonically
+                matched = ["+".join(self.configure(part).spec for part in split_top(pattern, "+"))]
             else:
-                matched = [self.get(pattern).name] if "+" not in pattern else [pattern]
+                matched = [self.configure(pattern).spec]
             if remove:
                 chosen = [n for n in chosen if n not in matched]
             else:
@@ -199,7 +258,7 @@ class Registry:
 DEFENSES = Registry("defense", "bench.defenses", ("defenses",))
 ATTACKS = Registry("attack", "bench.attacks", ("attacks",))
 MODELS = Registry("model", "bench.models", ("models",))
-DATASETS = Registry("dataset", "bench.datasets", ("benchmark.datasets",))
+DATASETS = Registry("dataset", "bench.datasets", ("benchmark.data.builtin",))
 
 register_defense = DEFENSES.register
 register_attack = ATTACKS.register

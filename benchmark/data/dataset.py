@@ -5,6 +5,7 @@ Images are float32 NCHW in [0, 1]; labels are int64. Normalisation, if any, belo
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,9 +14,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .budgets import format_eps
-from .errors import BenchError
-from .registry import DATASETS
+from benchmark.core.budgets import format_eps
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import DATASETS
 
 SPLIT_SEED = 0  # splits never depend on a run's seed: every run of a data set sees the same points
 
@@ -123,21 +124,62 @@ def _stratified_split(y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, 
     return np.sort(taken), np.sort(rest)
 
 
+FOLDER_PREFIX = "folder:"  # --dataset folder:PATH: the user's own images in class folders (benchmark.data.folder)
+_FOLDERS: dict[str, Path] = {}  # name of a folder data set loaded in this process -> its folder
+
+
+def check_dataset_name(name: str) -> None:
+    """A BenchError unless ``name`` is a registered data set, ``folder:PATH`` or a folder data set loaded here."""
+    if not name.startswith(FOLDER_PREFIX) and name not in _FOLDERS:
+        DATASETS.get(name)
+
+
 @lru_cache(maxsize=8)
 def load_dataset(name: str, data_root: str | None = None, download: bool = False) -> Dataset:
-    """Load a registered data set with its deterministic, stratified train/val/test splits."""
-    from .paths import data_root as resolve_root
+    """Load a registered data set (or ``folder:PATH``) with its deterministic, stratified train/val/test splits."""
+    from benchmark.store.paths import data_root as resolve_root
 
+    if name.startswith(FOLDER_PREFIX) or name in _FOLDERS:
+        return _load_folder(Path(name[len(FOLDER_PREFIX):]) if name.startswith(FOLDER_PREFIX) else _FOLDERS[name])
     source: DataSource = DATASETS.get(name).factory()
     train_x, train_y, test_x, test_y = source.arrays(resolve_root(data_root), download)
+    return _split(name, source.family, source.num_classes, train_x, train_y, test_x, test_y, source.val_size,
+                  source.test_size)
+
+
+def _load_folder(path: Path) -> Dataset:
+    """A folder data set: PATH/train/<class>/* and PATH/test/<class>/*. Its name is the folder's name and the first
+    8 hex digits of its test points' SHA-256, so that records of different folders of one name never mix."""
+    from benchmark.data.folder import read_image_folder
+    from benchmark.store.paths import cache_dir
+
+    arrays = read_image_folder(path, cache_dir() / "data")
+    channels = arrays.train_x.shape[-1]
+    counts = np.bincount(arrays.train_y, minlength=len(arrays.classes))
+    if counts.min() < 2:
+        few = arrays.classes[int(counts.argmin())]
+        raise BenchError(f"{path}/train/{few} holds {int(counts.min())} image: every class needs at least 2 training "
+                         "images (part of them is held out for validation)")
+    # a tenth of the training images (at least one per class, at most 5,000 as for the built-in data sets)
+    val_size = min(max(len(arrays.classes), len(arrays.train_y) // 10), 5000, len(arrays.train_y) - len(arrays.classes))
+    data = _split("folder", "cifar" if channels == 3 else "mnist-like", len(arrays.classes), arrays.train_x,
+                  arrays.train_y, arrays.test_x, arrays.test_y, val_size, None)
+    slug = re.sub(r"[^a-z0-9._-]+", "-", Path(path).resolve().name.lower()).strip("-") or "data"
+    name = f"folder-{slug}-{data.test.sha256()[:8]}"
+    _FOLDERS[name] = Path(path)
+    return Dataset(name, data.family, data.num_classes, data.train, data.val, data.test)
+
+
+def _split(name: str, family: str, num_classes: int, train_x: np.ndarray, train_y: np.ndarray,
+           test_x: np.ndarray | None, test_y: np.ndarray | None, val_size: int, test_size: int | None) -> Dataset:
     train_y = np.asarray(train_y, dtype=np.int64)
     if test_x is None:
-        assert source.test_size is not None, f"{name} has no test split and no test_size"
-        test_idx, train_idx = _stratified_split(train_y, source.test_size, SPLIT_SEED)
+        assert test_size is not None, f"{name} has no test split and no test_size"
+        test_idx, train_idx = _stratified_split(train_y, test_size, SPLIT_SEED)
         test_x, test_y = train_x[test_idx], train_y[test_idx]
         train_x, train_y = train_x[train_idx], train_y[train_idx]
     test_y = np.asarray(test_y, dtype=np.int64)
-    val_idx, train_idx = _stratified_split(train_y, source.val_size, SPLIT_SEED + 1)
+    val_idx, train_idx = _stratified_split(train_y, val_size, SPLIT_SEED + 1)
     order = _stratified_order(test_y, SPLIT_SEED + 2)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
@@ -145,8 +187,8 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
 
     return Dataset(
         name=name,
-        family=source.family,
-        num_classes=source.num_classes,
+        family=family,
+        num_classes=num_classes,
         train=split(train_x[train_idx], train_y[train_idx]),
         val=split(train_x[val_idx], train_y[val_idx]),
         test=split(test_x[order], test_y[order]),

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchError
-from .fileio import atomic_write_bytes
+from benchmark.core.errors import BenchError
+from benchmark.store.npz_cache import read_cached, write_cached
 
 log = logging.getLogger(__name__)
 
@@ -88,27 +87,13 @@ def _cache_key(root: Path, listing: list[tuple[Path, int]]) -> str:
     return h.hexdigest()[:16]
 
 
-def read_cached(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    """The arrays ``names`` of a cached ``.npz``, or None when it is absent or corrupt (said in one line: the
-    caller rebuilds it). Pickled contents are refused, never run."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {name: f[name] for name in names}
-    except Exception as exc:
-        log.warning("cached data %s is corrupt (%s); rebuilding it", path, str(exc).splitlines()[0] if str(exc) else
-                    type(exc).__name__)
-        return None
-
-
-def write_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` atomically (a reader never sees half a file)."""
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+def _check_arrays(arrays: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with cached arrays that loaded (uint8 NHWC images, one int64 label per image), or None."""
+    for split in SPLITS:
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.dtype != np.uint8 or x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or y.dtype.kind not in "iu":
+            return f"{split} arrays of shape {x.shape} ({x.dtype}) and {y.shape} ({y.dtype})"
+    return None
 
 
 def read_image_folder(root: Path, cache: Path | None) -> FolderArrays:
@@ -127,7 +112,7 @@ def read_image_folder(root: Path, cache: Path | None) -> FolderArrays:
     if cache is not None:
         key = _cache_key(root, listings["train"][1] + listings["test"][1])
         cached_file = cache / f"folder-{key}.npz"
-        found = read_cached(cached_file, names)
+        found = read_cached(cached_file, names, _check_arrays)
         if found is not None:
             return FolderArrays(classes, *(found[n] for n in names))
     log.info("decoding the images of %s (once; later loads read the cache)", root)
@@ -138,7 +123,6 @@ def read_image_folder(root: Path, cache: Path | None) -> FolderArrays:
                          f"test images {test_x.shape[2]}x{test_x.shape[1]}x{test_x.shape[3]}; both need one size")
     arrays = FolderArrays(classes, train_x, train_y, test_x, test_y)
     if cached_file is not None:
-        os.makedirs(cached_file.parent, exist_ok=True)
         write_cached(cached_file, {n: getattr(arrays, n) for n in names})
     return arrays
 

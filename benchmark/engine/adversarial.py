@@ -11,20 +11,22 @@ import os
 import tempfile
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from .attack import Attack
-from .budgets import format_eps
-from .checks import check_adversarial, norms, project_linf
-from .errors import CellFailed
-from .hashing import config_hash
-from .paths import cache_dir
-from .progress import progress
-from .vocab import AttackKind, Norm
+from benchmark.core.attack import Attack
+from benchmark.core.budgets import format_eps
+from benchmark.core.errors import CellFailed
+from benchmark.core.progress import progress
+from benchmark.core.vocab import AttackKind, Norm
+from benchmark.engine.checks import check_adversarial, norms, project_linf
+from benchmark.store.hashing import config_hash
+from benchmark.store.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +55,24 @@ def _artifact_path(key: dict) -> Path:
     return cache_dir() / "adversarial" / f"{config_hash(key)}.safetensors"
 
 
-def _load_artifact(path: Path, n_eps: int, minimal: bool) -> AdversarialSet | None:
+def _load_artifact(path: Path, n_eps: int, minimal: bool, shape: tuple[int, ...] | None = None
+                   ) -> AdversarialSet | None:
+    """The cached inputs at ``path``, or None when they are corrupt (said in one line; the caller regenerates them):
+    unreadable, missing a tensor, or of another shape than the test points' (``shape``)."""
     from safetensors.torch import load_file
 
     try:
         t = load_file(str(path))
         per_eps = [t[f"eps{i}"] for i in range(n_eps)]
         unbounded = {k: t[f"unbounded.{k}"] for k in ("found", "l0", "l2", "linf")} if minimal else None
+        if shape is not None:
+            bad = [tuple(x.shape) for x in per_eps if tuple(x.shape) != shape]
+            bad += [tuple(v.shape) for v in (unbounded or {}).values() if tuple(v.shape) != shape[:1]]
+            if bad:
+                raise ValueError(f"a tensor of shape {bad[0]}, for test points of shape {shape}")
         return AdversarialSet(per_eps, unbounded, float(t["seconds"]))
     except Exception as exc:  # a damaged artifact is regenerated, never used
-        log.warning("cached adversarial inputs %s are unreadable (%s); regenerating them", path, exc)
+        log.warning("cached adversarial inputs %s are corrupt (%s); regenerating them", path, exc)
         return None
 
 
@@ -104,13 +114,56 @@ def generate(
     minimal = attack.kind == AttackKind.MINIMAL
     path = _artifact_path(cache_key) if cache_key is not None else None
     if path is not None and path.exists():
-        cached = _load_artifact(path, len(eps), minimal)
+        cached = _load_artifact(path, len(eps), minimal, tuple(x.shape))
         if cached is not None:
             return cached
     per_eps: list[list[torch.Tensor]] = [[] for _ in eps]
     sizes: dict[str, list[torch.Tensor]] = {"found": [], "l0": [], "l2": [], "linf": []}
     start_time = time.perf_counter()
     bar = progress(total=len(x) * (1 if minimal else len(eps)), desc=f"attack {attack.name}", unit="img")
+    with passes_shown(classifier, bar):
+        _run_batches(attack, classifier, x, y, eps, seed, batch_size, device, minimal, per_eps, sizes, bar)
+    bar.close()
+    result = AdversarialSet(
+        per_eps=[torch.cat(parts) for parts in per_eps],
+        unbounded={k: torch.cat(v) for k, v in sizes.items()} if minimal else None,
+        seconds=time.perf_counter() - start_time,
+    )
+    if path is not None:
+        try:
+            _save_artifact(path, result)
+        except OSError as exc:  # a full disk: the inputs are only a cache, the cell goes on with them
+            log.warning("could not cache adversarial inputs in %s (%s); going on without the cache", path,
+                        exc.strerror or exc)
+    return result
+
+
+@contextmanager
+def passes_shown(model: nn.Module, bar: Any) -> Iterator[None]:
+    """Count the attack's passes through ``model`` on ``bar`` (a forward hook, so any attack, ours or a library's,
+    moves the bar at every step, restart or query batch, not only when a batch of images is finished)."""
+    if bar.disable:
+        yield
+        return
+    count = [0]
+    started = time.perf_counter()
+
+    def tick(*_: Any) -> None:
+        count[0] += 1
+        rate = count[0] / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix_str(f"{count[0]} passes, {rate:.1f} passes/s", refresh=False)
+        bar.update(0)  # redraws when tqdm's refresh interval has passed: elapsed time and passes move
+
+    handle = model.register_forward_hook(tick)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _run_batches(attack: Attack, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: tuple[float, ...],
+                 seed: int, batch_size: int, device: torch.device, minimal: bool,
+                 per_eps: list[list[torch.Tensor]], sizes: dict[str, list[torch.Tensor]], bar: Any) -> None:
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
         torch.manual_seed(batch_seed(seed, attack.name, start))
@@ -133,15 +186,6 @@ def generate(
                 check_adversarial(xb, adv, attack.norm, e, f"attack {attack.name} at {format_eps(e)}")
                 per_eps[i].append(adv.cpu())
                 bar.update(len(xb))
-    bar.close()
-    result = AdversarialSet(
-        per_eps=[torch.cat(parts) for parts in per_eps],
-        unbounded={k: torch.cat(v) for k, v in sizes.items()} if minimal else None,
-        seconds=time.perf_counter() - start_time,
-    )
-    if path is not None:
-        _save_artifact(path, result)
-    return result
 
 
 __all__ = ["AdversarialSet", "CellFailed", "generate", "predict", "batch_seed"]

@@ -3,8 +3,8 @@
 :func:`evaluate_cell` returns a cell's record without writing it: the local executor and the Ray driver write it.
 A :class:`Workbench` holds what the cells of a run share, computed on first use and kept: classifiers (one per
 training configuration), prepared defenses and their clean evaluations, and the latest adversarial inputs (one set per
-attacked model and attack, see :mod:`benchmark.adversarial`): the classifier (oblivious) or the substitute (transfer)
-for every defense at once, the defended pipeline (adaptive) per defense (see :mod:`benchmark.threats`). The local
+attacked model and attack, see :mod:`benchmark.engine.adversarial`): the classifier (oblivious) or the substitute (transfer)
+for every defense at once, the defended pipeline (adaptive) per defense (see :mod:`benchmark.engine.threats`). The local
 executor keeps one workbench for the whole grid; a Ray task builds its own, seeded with what other tasks computed.
 Every random draw is seeded per batch from the run's seed, so a cell's outcomes do not depend on the process that
 computed it or on what ran there before.
@@ -18,22 +18,22 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from . import records
-from .adversarial import AdversarialSet, batch_seed, generate, predict
-from .attack import Attack
-from .checks import check_defended
-from .data import Dataset, Split, load_dataset
-from .defense import Defense, DefenseContext, build_defense
-from .errors import CellFailed
-from .grid import CellResult, RunPlan, cell_config, why_stale
-from .hashing import config_hash
-from .provenance import git_commit, versions
-from .registry import ATTACKS
-from .sanity import largest_perturbations, probe_defense
-from .store import ModelStore, instances
-from .threats import adaptive_target, eval_draws, substitute_for
-from .vocab import AttackKind, Threat
-from .zoo import classifier_spec, get_classifier
+from benchmark.core.attack import Attack
+from benchmark.core.defense import Defense, DefenseContext, build_defense
+from benchmark.core.errors import CellFailed
+from benchmark.core.registry import ATTACKS
+from benchmark.core.vocab import AttackKind, Threat
+from benchmark.data.dataset import Dataset, Split, load_dataset
+from benchmark.engine.adversarial import AdversarialSet, batch_seed, generate, predict
+from benchmark.engine.checks import check_defended
+from benchmark.engine.grid import CellResult, RunPlan, cell_config, why_stale
+from benchmark.engine.provenance import git_commit, versions
+from benchmark.engine.sanity import largest_perturbations, probe_defense
+from benchmark.engine.threats import adaptive_target, eval_draws, substitute_for
+from benchmark.store import records
+from benchmark.store.hashing import config_hash
+from benchmark.store.model_store import ModelStore, instances
+from benchmark.training.zoo import UserModel, classifier_spec, get_classifier, user_classifier
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class CleanEval:
     correct: torch.Tensor
     detected: torch.Tensor | None
     ms_per_image: torch.Tensor
-    checks: dict[str, Any]  # the defense's sanity probes (benchmark.sanity)
+    checks: dict[str, Any]  # the defense's sanity probes (benchmark.engine.sanity)
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,16 @@ class Workbench:
     so every cell that needs the failed part reports the same error without recomputing it."""
 
     def __init__(self, plan: RunPlan, device: torch.device, store: ModelStore, defenses: dict[str, Defense] | None = None,
-                 attacks: dict[str, Attack] | None = None, dataset: Dataset | None = None) -> None:
+                 attacks: dict[str, Attack] | None = None, dataset: Dataset | None = None,
+                 user_model: UserModel | None = None) -> None:
+        """``defenses`` and ``attacks`` map names to instances to use instead of building them from the registries
+        (a user's own objects); ``user_model`` is a classifier with the user's weights, used for every defense in
+        place of the project's training of ``plan.model``."""
         self.plan, self.device, self.store = plan, device, store
         self.defenses = defenses if defenses is not None else {}
         self.attacks = attacks if attacks is not None else {}
+        self.user_model = user_model
+        self._user_classifier: tuple[nn.Module, dict[str, Any]] | None = None
         self.dataset = dataset or load_dataset(plan.dataset, plan.data_root, plan.download)
         self.points: Split = self.dataset.test_points(plan.n)
         self.test_hash = self.points.sha256()
@@ -155,14 +161,22 @@ class Workbench:
 
     def attack(self, name: str) -> Attack:
         if name not in self.attacks:
-            self.attacks[name] = ATTACKS.get(name).factory()
+            self.attacks[name] = ATTACKS.build(name)
         return self.attacks[name]
 
     def classifier_key(self, defense: str) -> str:
         """Defenses with the same key share a classifier (the same training configuration)."""
+        if self.user_model is not None:
+            return self.classifier(defense)[1]["key"]
         return config_hash(classifier_spec(self.dataset, self.plan.model, self.defense(defense), self.plan.seed))
 
     def classifier(self, defense: str) -> tuple[nn.Module, dict[str, Any]]:
+        if self.user_model is not None:
+            if self._user_classifier is None:
+                u = self.user_model
+                self._user_classifier = user_classifier(u.module, self.dataset, u.name, u.sha256, self.device,
+                                                        self.store)
+            return self._user_classifier
         key = self.classifier_key(defense)
         if key not in self._classifiers:
             self._classifiers[key] = get_classifier(self.dataset, self.plan.model, self.defense(defense),
@@ -191,14 +205,14 @@ class Workbench:
     def models(self, defense: str) -> dict[str, str]:
         """The model instances of ``defense``'s pipeline (its classifier and the defense's own models), as
         ``"<kind>/<key>": weights SHA-256``: the same training config retrained elsewhere gives other weights, and
-        records of other weights must not be merged (see :mod:`benchmark.instances`)."""
+        records of other weights must not be merged (see :mod:`benchmark.report.instances`)."""
         if defense not in self._models:
             self.prepare_defense(defense)
         return dict(sorted(self._models[defense].items()))
 
     def why_stale(self, record: dict[str, Any], defense: str, attack: str) -> str | None:
         """Why ``record`` of the cell (defense, attack) must be measured again, or None when it stands
-        (:func:`benchmark.grid.why_stale`, on the prepared defense)."""
+        (:func:`benchmark.engine.grid.why_stale`, on the prepared defense)."""
         models = self.models(defense)  # prepares the defense, which settles its options
         return why_stale(record, self.attack(attack), models, self.defense(defense))
 
@@ -210,7 +224,7 @@ class Workbench:
             self.substitute()
 
     def probe(self, defense: str) -> dict[str, Any]:
-        """The defense's sanity probes (:func:`benchmark.sanity.probe_defense`) on the prepared defense; they do not
+        """The defense's sanity probes (:func:`benchmark.engine.sanity.probe_defense`) on the prepared defense; they do not
         depend on the attack."""
         classifier, _ = self.classifier(defense)
         return probe_defense(classifier, self.defense(defense), self.points.x.to(self.device),

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from .budgets import format_eps
-from .errors import CellFailed
-from .vocab import Norm
+from benchmark.core.budgets import format_eps
+from benchmark.core.errors import CellFailed
+from benchmark.core.vocab import Norm
 
 # float32 rounding of x + eps may exceed eps by a few ulps; anything beyond this is a real violation
 BUDGET_TOLERANCE = 1e-5

@@ -14,7 +14,7 @@ One record per data set and classifier, ``results/detection/<dataset>/<model>.js
 ``classifier``   store key and clean test accuracy of the attacked (undefended) classifier
 ``pixelcnn``     store key, test BPD and the reference BPDs of training images (for the paper's p-values)
 ``models``       the weights measured, ``"<kind>/<key>": SHA-256`` of the classifier and the PixelCNN (see
-                 :mod:`benchmark.instances`); shipped to ``results/models/`` with the record
+                 :mod:`benchmark.report.instances`); shipped to ``results/models/`` with the record
 ``clean``        per-example BPD of the clean test points (rounded to 5 decimals) and their mean
 ``cells``        per attack, one entry per budget (aligned with ``config.eps``): ``auc`` (null without adversarial
                  inputs), ``used`` (adversarial inputs that differ from their clean image), ``mean_bpd`` of those, and
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .budgets import format_eps
-from .errors import BenchError
-from .fileio import atomic_write_text
-from .registry import natural_key
+from benchmark.core.budgets import format_eps
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import natural_key
+from benchmark.store.fileio import atomic_write_text
 
 if TYPE_CHECKING:  # torch stays out of module import: the leaderboard reads detection records without it
     import torch
@@ -101,10 +101,10 @@ def detection_cell(clean_bpd: Sequence[float], adv_bpd: Sequence[float], used: S
 
 
 def p_values_of(bpd: Sequence[float], reference_bpd: Sequence[float]) -> list[float]:
-    """The paper's p-values of ``bpd`` against the record's reference (see :func:`benchmark.generative.p_values`)."""
+    """The paper's p-values of ``bpd`` against the record's reference (see :func:`benchmark.training.pixelcnn.p_values`)."""
     import torch
 
-    from .generative import p_values
+    from benchmark.training.pixelcnn import p_values
 
     return p_values(torch.tensor(list(bpd), dtype=torch.float64),
                     torch.tensor(list(reference_bpd), dtype=torch.float64)).tolist()
@@ -174,7 +174,7 @@ def save_detection(results_dir: Path, record: dict[str, Any]) -> Path:
 
 # -- the run ------------------------------------------------------------------------------------------------------
 def _bpd(model: Any, x: torch.Tensor, device: torch.device, batch_size: int, bar: Any) -> list[float]:
-    from .generative import bits_per_dim
+    from benchmark.training.pixelcnn import bits_per_dim
 
     out: list[float] = []
     for start in range(0, len(x), batch_size):
@@ -188,23 +188,23 @@ def detect(plan: DetectPlan, store: Any = None) -> tuple[dict[str, Any], Path]:
 
     Returns the whole (merged) record and its path.
     """
-    from .adversarial import generate
-    from .cells import adversarial_key
-    from .data import load_dataset
-    from .defense import build_defense
-    from .device import resolve_device
-    from .generative import get_pixelcnn, pixelcnn_config
-    from .progress import progress
-    from .provenance import git_commit, versions
-    from .registry import ATTACKS, DATASETS, MODELS
-    from .store import MODELS_SUBDIR, ModelStore, instances
-    from .vocab import Threat
-    from .zoo import get_classifier
+    from benchmark.core.defense import build_defense
+    from benchmark.core.device import resolve_device
+    from benchmark.core.progress import progress
+    from benchmark.core.registry import ATTACKS, DATASETS, MODELS
+    from benchmark.core.vocab import Threat
+    from benchmark.data.dataset import load_dataset
+    from benchmark.engine.adversarial import generate
+    from benchmark.engine.cells import adversarial_key
+    from benchmark.engine.provenance import git_commit, versions
+    from benchmark.store.model_store import MODELS_SUBDIR, ModelStore, instances
+    from benchmark.training.pixelcnn import get_pixelcnn, pixelcnn_config
+    from benchmark.training.zoo import get_classifier
 
     # every name is checked before any work starts
     DATASETS.get(plan.dataset)
     MODELS.get(plan.model)
-    attacks = {name: ATTACKS.get(name).factory() for name in plan.attacks}
+    attacks = {name: ATTACKS.build(name) for name in plan.attacks}
     pixelcnn_config(plan.dataset, plan.pixelcnn_size)
     if plan.batch_size < 1:
         raise BenchError(f"--batch-size {plan.batch_size} must be a positive integer")
@@ -374,7 +374,7 @@ def draw_detection_figures(data: dict[str, Any], folder: Path) -> list[Path]:
 
 def detection_figures(results_dir: Path) -> list[Path]:
     """Redraw the figures of every detection record under ``results_dir`` into ``results_dir/figures``."""
-    from .leaderboard import FIGURES_SUBDIR
+    from benchmark.store.paths import FIGURES_SUBDIR
 
     written = []
     for rec in load_detections(results_dir):

@@ -20,18 +20,18 @@ from typing import Any
 
 import torch
 
-from .adversarial import generate
-from .budgets import format_eps
-from .cells import predict_all
-from .data import load_dataset
-from .defense import DefenseContext, build_defense
-from .device import resolve_device
-from .errors import BenchError
-from .registry import ATTACKS
-from .store import ModelStore
-from .threats import ThreatOptions, adaptive_target
-from .vocab import Threat
-from .zoo import get_classifier
+from benchmark.core.budgets import format_eps
+from benchmark.core.defense import DefenseContext, build_defense
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import ATTACKS
+from benchmark.core.vocab import Threat
+from benchmark.data.dataset import load_dataset
+from benchmark.engine.adversarial import generate
+from benchmark.engine.cells import predict_all
+from benchmark.engine.threats import ThreatOptions, adaptive_target
+from benchmark.store.model_store import ModelStore
+from benchmark.training.zoo import get_classifier
 
 
 def _purified(defense, x: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
@@ -51,7 +51,7 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
     defense = build_defense(defense_name)
     classifier, _ = get_classifier(dataset, model_name, defense, seed, dev, store)
     defense.prepare(DefenseContext(dataset, classifier, dev, store, seed))
-    attack = ATTACKS.get(attack_name).factory()
+    attack = ATTACKS.build(attack_name)
     target = classifier
     if bpda == "soft":
         _use_soft_surrogate(defense, threat)

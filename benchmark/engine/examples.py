@@ -12,15 +12,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .adversarial import generate
-from .budgets import format_eps
-from .data import load_dataset
-from .defense import DefenseContext, build_defense
-from .device import resolve_device
-from .errors import BenchError
-from .registry import ATTACKS
-from .store import ModelStore
-from .zoo import get_classifier
+from benchmark.core.budgets import format_eps
+from benchmark.core.defense import DefenseContext, build_defense
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import ATTACKS
+from benchmark.data.dataset import load_dataset
+from benchmark.engine.adversarial import generate
+from benchmark.store.model_store import ModelStore
+from benchmark.training.zoo import get_classifier
 
 
 def _labelled(classifier: torch.nn.Module, x: torch.Tensor, names: list[str]) -> list[str]:
@@ -47,7 +47,7 @@ def examples_figure(dataset: str, model: str, defense_name: str, attack_name: st
     classifier, _ = get_classifier(data, model, defense, seed, dev, store)
     defense.prepare(DefenseContext(data, classifier, dev, store, seed))
     points = data.test_points(n)
-    attack = ATTACKS.get(attack_name).factory()
+    attack = ATTACKS.build(attack_name)
     adv = generate(attack, classifier, points.x, points.y, (eps,), seed, n, dev).per_eps[0].to(dev)
     clean = points.x.to(dev)
     torch.manual_seed(seed)

@@ -1,6 +1,6 @@
 """Executors run the cells of a grid: ``local`` (in this process, one after the other) or ``ray``
-(:mod:`benchmark.ray_executor`). Both compute a cell with :func:`benchmark.cells.evaluate_cell`, and both leave the
-records to a :class:`RecordKeeper` in this process, which claims each cell (:mod:`benchmark.locks`), skips one that
+(:mod:`benchmark.engine.ray_executor`). Both compute a cell with :func:`benchmark.engine.cells.evaluate_cell`, and both leave the
+records to a :class:`RecordKeeper` in this process, which claims each cell (:mod:`benchmark.store.locks`), skips one that
 another run finished meanwhile, writes each record atomically the moment its cell finishes and ships the checkpoints
 it measured beside it.
 """
@@ -11,13 +11,15 @@ from typing import Any, Iterable, Protocol
 
 import torch
 
-from . import cells, records
-from .cells import Workbench
-from .device import resolve_device
-from .grid import Cell, CellResult, Grid, RunPlan
-from .grid_progress import GridProgress
-from .locks import CellClaims
-from .store import MODELS_SUBDIR
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import WriteFailed
+from benchmark.engine import cells
+from benchmark.engine.cells import Workbench
+from benchmark.engine.grid import Cell, CellResult, Grid, RunPlan
+from benchmark.engine.grid_progress import GridProgress
+from benchmark.store import records
+from benchmark.store.locks import CellClaims
+from benchmark.store.model_store import MODELS_SUBDIR, describe_os_error
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +37,52 @@ class Executor(Protocol):
 
 
 class RecordKeeper:
-    """The results directory's side of a run: claims, the last check for a finished record, atomic writes."""
+    """The results directory's side of a run: claims, the last check for a finished record, atomic writes.
+
+    It remembers every cell it settled (:attr:`finished`) and counts the records it wrote (:attr:`written`), so that
+    a grid stopped by a failed write or an interrupt can say what it kept. A record that cannot be written (a full
+    disk) stops the grid with :class:`~benchmark.core.errors.WriteFailed`; weights that cannot be shipped beside
+    their records only cost a warning (the records stand; the weights stay in the cache)."""
 
     def __init__(self, grid: Grid, bench: Workbench) -> None:
         self.grid, self.bench = grid, bench
         self.claims = CellClaims(grid.plan.results_dir)
+        self.finished: dict[Cell, CellResult] = {}
+        self.written = 0
 
     def claim(self, cell: Cell) -> CellResult | None:
         """None when this process now owns the cell and must evaluate it; else why not (as the cell's result)."""
         if not self.claims.try_claim(self.grid.record_id(cell)):
-            return CellResult(*cell, "busy", message=BUSY)
-        old = records.load_one(self.grid.plan.results_dir, self.grid.config(cell))
+            self.finished[cell] = CellResult(*cell, "busy", message=BUSY)
+            return self.finished[cell]
+        old = records.load_one(self.grid.plan.results_dir, self.grid.config(cell), warn=False)  # planning warned
         if old is not None and self.bench.why_stale(old, *cell) is None:
             self.release(cell)  # another run wrote it after this one planned the grid
-            return CellResult(*cell, "skipped", message="record exists (written by another run)")
+            self.finished[cell] = CellResult(*cell, "skipped", record=old,
+                                             message="record exists (written by another run)")
+            return self.finished[cell]
         return None
 
     def keep(self, result: CellResult) -> CellResult:
-        """Write a finished cell's record, then let go of its claim."""
+        """Write a finished cell's record, then let go of its claim. A record that cannot be written raises
+        WriteFailed (no partial file is left: records are written atomically)."""
         try:
             if result.status == "done":
                 assert result.record is not None
-                records.save(self.grid.plan.results_dir, result.record)
+                try:
+                    records.save(self.grid.plan.results_dir, result.record)
+                except OSError as exc:
+                    path = records.record_path(self.grid.plan.results_dir, result.record["config"])
+                    raise WriteFailed(
+                        f"cannot write the record of {result.defense} x {result.attack} to {path} "
+                        f"({describe_os_error(exc)}); the grid stopped, the cells finished before are kept "
+                        f"({self.written} record(s) written by this run) and rerunning the same command resumes"
+                    ) from None
+                self.written += 1
                 self.ship_models([result.record])
         finally:
             self.release(result.cell)
+        self.finished[result.cell] = result
         return result
 
     def ship_models(self, recs: Iterable[dict[str, Any]]) -> None:

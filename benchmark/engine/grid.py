@@ -1,7 +1,7 @@
 """The grid of a run: its plan, its cells (defense x attack), each cell's config and result.
 
-Kept apart from the runner so that the per-cell computation (:mod:`benchmark.cells`), the executors
-(:mod:`benchmark.executors`, :mod:`benchmark.ray_executor`) and the runner can all use it without importing each other.
+Kept apart from the runner so that the per-cell computation (:mod:`benchmark.engine.cells`), the executors
+(:mod:`benchmark.engine.executors`, :mod:`benchmark.engine.ray_executor`) and the runner can all use it without importing each other.
 """
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import records
-from .errors import BenchError
-from .threats import ThreatOptions, config_options
-from .vocab import Threat
+from benchmark.core.errors import BenchError
+from benchmark.core.vocab import Threat
+from benchmark.engine.threats import ThreatOptions, config_options
+from benchmark.store import records
 
 if TYPE_CHECKING:
-    from .attack import Attack
-    from .defense import Defense
+    from benchmark.core.attack import Attack
+    from benchmark.core.defense import Defense
 
 
 @dataclass(frozen=True)
@@ -149,5 +149,5 @@ def defense_changed(record: dict[str, Any], defense: Defense) -> str | None:
 def why_stale(record: dict[str, Any], attack: Attack, models: dict[str, str], defense: Defense) -> str | None:
     """Why an existing record must be measured again (another version of the attack, other model weights, other
     settings of the defense), or None when it stands. ``defense`` must be prepared, since preparing settles options
-    such as a tuned count: :meth:`benchmark.cells.Workbench.why_stale` sees to that."""
+    such as a tuned count: :meth:`benchmark.engine.cells.Workbench.why_stale` sees to that."""
     return attack_changed(record, attack) or models_changed(record, models) or defense_changed(record, defense)

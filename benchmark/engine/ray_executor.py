@@ -4,11 +4,11 @@ Tasks come in three kinds, each depending on the one before through Ray's object
 
 1. models: one task per classifier group (defenses that share a training configuration) trains or loads the
    classifier, the defenses' own models (PixelDefend's PixelCNN...) and, under transfer, the substitute, in its
-   worker's store, and returns their checkpoint files (:mod:`benchmark.modelpack`);
+   worker's store, and returns their checkpoint files (:mod:`benchmark.store.modelpack`);
 2. adversarial inputs: under oblivious and transfer, one task per (group, attack) that more than one cell uses, as the
    local executor computes them once for every defense of a group;
 3. cells: one task each; it unpacks the checkpoints into its worker's store, evaluates the cell with
-   :func:`benchmark.cells.evaluate_cell` (the local executor's function) and returns the record, which the driver
+   :func:`benchmark.engine.cells.evaluate_cell` (the local executor's function) and returns the record, which the driver
    writes (workers need no shared file system).
 
 A task asks for a GPU when the cluster has any (``--gpus-per-cell``), else for one CPU. A worker that dies during a
@@ -27,16 +27,16 @@ from typing import Any
 
 import torch
 
-from .cells import SharedAdversarial, Workbench, evaluate_cell
-from .device import resolve_device
-from .errors import BenchError, CellFailed
-from .executors import RecordKeeper
-from .grid import Cell, CellResult, Grid, RunPlan
-from .grid_progress import GridProgress
-from .modelpack import ModelPack, RecordingStore, unpack
-from .progress import is_quiet, set_quiet
-from .store import MODELS_SUBDIR, ModelStore
-from .vocab import Threat
+from benchmark.core.device import resolve_device
+from benchmark.core.errors import BenchError, CellFailed
+from benchmark.core.progress import is_quiet, set_quiet
+from benchmark.core.vocab import Threat
+from benchmark.engine.cells import SharedAdversarial, Workbench, evaluate_cell
+from benchmark.engine.executors import RecordKeeper
+from benchmark.engine.grid import Cell, CellResult, Grid, RunPlan
+from benchmark.engine.grid_progress import GridProgress
+from benchmark.store.model_store import MODELS_SUBDIR, ModelStore
+from benchmark.store.modelpack import ModelPack, RecordingStore, unpack
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ breaks more than each gradient attack by more than chance would (McNemar's exact
 Bonferroni's correction for the several budgets at which it may lead). An attack that runs a black box among its
 members (AutoAttack ends with Square) is on neither side: it matches that black box by construction, and as a
 gradient attack it would hide the very lead the check looks for.
-Adversarial inputs outside their budget or box never reach a record (:mod:`benchmark.checks` fails the cell); a record
+Adversarial inputs outside their budget or box never reach a record (:mod:`benchmark.engine.checks` fails the cell); a record
 stores the largest perturbation it saw per budget instead.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .defense import Defense
+from benchmark.core.defense import Defense
 
 PROBE_POINTS = 16  # clean test points each probe uses: enough to see masking, cheap even for PixelDefend
 ZERO_GRADIENT_LIMIT = 0.5  # flag when more than this share of examples has an all-zero input gradient
@@ -210,6 +210,6 @@ def black_box_beats_white_box(attacks: Sequence[AttackOutcome]) -> list[tuple[st
 
 def largest_perturbations(x: torch.Tensor, per_eps: Sequence[torch.Tensor], norm: str) -> list[float]:
     """Per budget, the largest size (in ``norm``) of the adversarial inputs that were checked and counted."""
-    from .checks import norms
+    from benchmark.engine.checks import norms
 
     return [round(float(norms(xa - x)[norm].max()) if len(x) else 0.0, 6) for xa in per_eps]

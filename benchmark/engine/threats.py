@@ -1,4 +1,4 @@
-"""What the attacker sees under each threat model (DESIGN.md, "Threat models"), as the runner needs it.
+"""What the attacker sees under each threat model (docs/design.md, "Threat models"), as the runner needs it.
 
 - ``oblivious``: the undefended classifier. Adversarial inputs are shared by every defense on that classifier.
 - ``adaptive``: the whole defended pipeline (:class:`attacks.adaptive.DefendedModel`: real gradients, BPDA, EOT),
@@ -14,12 +14,13 @@ from typing import Any
 
 from torch import nn
 
-from .attack import Attack
-from .defense import Defense
-from .vocab import Threat
+from benchmark.core.attack import Attack
+from benchmark.core.defense import Defense
+from benchmark.core.vocab import Threat
 
 # transfer: the substitute is the other built-in architecture; a plugin architecture is its own substitute
-SUBSTITUTE_ARCH = {"resnet": "vgg", "vgg": "resnet"}
+# the user's own classifier (any architecture) is attacked through the project's ResNet-style network
+SUBSTITUTE_ARCH = {"resnet": "vgg", "vgg": "resnet", "user": "resnet"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,10 @@ class ThreatOptions:
 
 
 def substitute_for(arch: str, seed: int) -> tuple[str, int]:
-    """(architecture, seed) of the transfer substitute of a classifier ``arch`` trained with ``seed``."""
+    """(architecture, seed) of the transfer substitute of a classifier ``arch`` trained with ``seed`` (``arch@weights``
+    names a classifier with the user's weights, benchmark.training.zoo.user_model_name)."""
+    if "@" in arch:
+        arch = "user"
     return SUBSTITUTE_ARCH.get(arch, arch), seed + 1
 
 

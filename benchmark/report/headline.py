@@ -1,5 +1,5 @@
 """The leaderboard's headline: per defense, the per-example worst case over every attack run on it, under every
-threat model (DESIGN.md, "Threat models": adaptive attacks included), with the sanity checks of its records.
+threat model (docs/design.md, "Threat models": adaptive attacks included), with the sanity checks of its records.
 
 A defense's records on one data set, classifier and seed are combined at the section's headline budgets (the budget
 set most records share, L-infinity). Records on different n use the same stratified test order, so they are combined on
@@ -12,9 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import BenchError
-from .records import LoadedRecord
-from .sanity import black_box_beats_white_box, defense_flags, masking_side
+from benchmark.core.errors import BenchError
+from benchmark.engine.sanity import (
+    black_box_beats_white_box,
+    defense_flags,
+    masking_side,
+)
+from benchmark.store.records import LoadedRecord
 
 THREATS = ("oblivious", "adaptive", "transfer")
 

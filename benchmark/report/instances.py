@@ -1,7 +1,7 @@
 """Which model weights a record measured, and which records may be combined into one row.
 
 A record's ``models`` names every checkpoint of the defended pipeline (classifier, PixelCNN, GAN...) with its weights'
-SHA-256 (see :meth:`benchmark.store.ModelStore.recording`). The same training configuration retrained on another
+SHA-256 (see :meth:`benchmark.store.model_store.ModelStore.recording`). The same training configuration retrained on another
 machine gives other weights, and other numbers, so a per-example worst case over records of different weights
 describes no model at all. Records written before fingerprints existed have no ``models``: their weights are
 "unrecorded", one group of their own.
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .hashing import config_hash
-from .records import LoadedRecord
+from benchmark.store.hashing import config_hash
+from benchmark.store.records import LoadedRecord
 
 UNRECORDED = "unrecorded"
 

@@ -1,11 +1,11 @@
-"""``leaderboard.md``: a pure, deterministic function of the result records (see DESIGN.md, "Results and the leaderboard").
+"""``leaderboard.md``: a pure, deterministic function of the result records (see docs/design.md, "Results and the leaderboard").
 
 Rules:
 
 - One section per (data set, classifier model), sorted by name. It opens with the headline table
-  (:mod:`benchmark.headline`): one row per defense and seed, the per-example worst case over all its records at the
+  (:mod:`benchmark.report.headline`): one row per defense and seed, the per-example worst case over all its records at the
   section's headline budgets, every threat model included, with each threat model's own worst case, the paper's
-  worst case, and the sanity checks' findings (:mod:`benchmark.sanity`); sorted like the details rows. A defense
+  worst case, and the sanity checks' findings (:mod:`benchmark.engine.sanity`); sorted like the details rows. A defense
   without an adaptive record (only oblivious or transfer ones) is marked (†).
 - The details table follows: one row per group of records that share defense, threat model and its options, n, seed,
   budgets (values and norm), test points (``test_points_sha256``) and model weights: records that differ in any of
@@ -25,15 +25,15 @@ Rules:
   unless the defense has no inference-time part (adversarial training, label smoothing): the oblivious attacker then
   attacks the whole pipeline, so its records count as adaptive too (headline column "adaptive" included).
 - Under an oblivious row whose (data set, model, defense) and budgets match a published row of the PixelDefend paper
-  (:mod:`benchmark.paper`), that row follows, "↳ Song et al. 2018 (Table n)", with "–" where the paper has no number.
+  (:mod:`benchmark.report.paper`), that row follows, "↳ Song et al. 2018 (Table n)", with "–" where the paper has no number.
 - Records whose defense detects (``outcomes.detected`` not null) also get a detection table: detection rate per
   budget and the false-positive rate on clean inputs.
 - Figures under ``results/figures/`` whose names start with the data set's name are linked at the end of its sections.
-- Detection records (``results/detection/``, written by ``bench detect``; :mod:`benchmark.detection`) add one section
+- Detection records (``results/detection/``, written by ``bench detect``; :mod:`benchmark.engine.detection`) add one section
   per (data set, model) after the others, "Detection by PixelCNN likelihood": one row per attack (natural sort) with
   the ROC AUC per budget (two decimals, "/"-joined), the adversarial inputs used per budget, their mean bits/dim, n
   and seed, then links to its three figures (which the data set's general figure list then leaves out).
-- Records of different model weights (``models``, :mod:`benchmark.instances`) are never combined: per defense, the
+- Records of different model weights (``models``, :mod:`benchmark.report.instances`) are never combined: per defense, the
   sections use the weights with the most records, named in the headline's "weights" column (the first characters of
   ``weights_id``); the others follow at the end, "Other model weights", in details tables of their own whose threat
   column names the weights.
@@ -52,19 +52,33 @@ from urllib.parse import quote
 
 from tabulate import tabulate
 
-from . import paper
-from .budgets import format_eps
-from .detection import DETECTION_SUBDIR, FIGURE_KINDS, LoadedDetection, auc_text, figure_name, load_detections
-from .errors import BenchError
-from .fileio import atomic_write_text
-from .headline import Combined, Headline, headline_eps, headlines, white_box_when_oblivious
-from .instances import split_by_weights, weights_id
-from .records import LoadedRecord, load_all
-from .registry import natural_key
-from .stats import wilson_interval
+from benchmark.core.budgets import format_eps
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import natural_key
+from benchmark.engine.detection import (
+    DETECTION_SUBDIR,
+    FIGURE_KINDS,
+    LoadedDetection,
+    auc_text,
+    figure_name,
+    load_detections,
+)
+from benchmark.report import paper
+from benchmark.report.headline import (
+    Combined,
+    Headline,
+    headline_eps,
+    headlines,
+    white_box_when_oblivious,
+)
+from benchmark.report.instances import split_by_weights, weights_id
+from benchmark.report.stats import wilson_interval
+from benchmark.store.fileio import atomic_write_text
+from benchmark.store.paths import FIGURES_SUBDIR
+from benchmark.store.records import LoadedRecord, load_all
 
-FIGURES_SUBDIR = "figures"
 DASH = "–"
+SITE = "leaderboard"  # the generated site's folder, beside leaderboard.md: details, figures, one page per defense
 OBLIVIOUS_MARK = "†"
 INCOMPLETE_MARK = "‡"
 COMMAND = "bench leaderboard"
@@ -75,45 +89,30 @@ def header(fixed: Sequence[str], minimal: Sequence[str]) -> str:
     attacks present in the records."""
     return f"""# DefenseBench leaderboard
 
-Generated by `{COMMAND}` from the records under `results/records/`: never edit it by hand (CI fails when it is stale).
-Each section is one data set and classifier. Budgets are in [0, 1] pixel space: fixed-budget attacks
-({_names(fixed)}) run at each, in their own norm; minimal-perturbation attacks ({_names(minimal)}) run until they
-fool the classifier and are then clipped into the L∞ ball of each budget, as in the paper. The README says which
-command produced each data set's records.
+Generated by `{COMMAND}` from the records under `results/records/` (never edit it by hand: CI fails when it is
+stale). One section per data set and classifier; each defense links to its page in the generated site
+(`{SITE}/`), which holds every attack, threat model and budget, the figures, the records and the weights.
 
-**Headline** (first table of a section): one row per defense, sorted by its **worst case**, the per-example worst case
-over every attack run on it under every threat model: an example counts as robust at a budget only if it is
-classified correctly when clean and under every attack, so the worst case can be lower than every column. Records on
-different numbers of test points are combined on the points they share (the same stratified order), and a threat
-model's column gives its own n where it differs. "clean" is per example over the same records: for a randomised
-defense an adaptive record counts a clean point only if every one of its evaluation draws classifies it correctly, so
-"clean" can be lower than a one-draw oblivious column (tv-minimization, prm). Its 95% Wilson confidence interval
-follows the worst case. "paper" is the PixelDefend
-paper's own worst case for that row (oblivious attacks), where it has one. "checks" lists what the sanity checks found
-(output randomness against what the defense declares, inner optimisation in the forward pass, all-zero or NaN input
-gradients through the pipeline, a gradient-free attack breaking significantly more of the same points than every
-gradient attack, with McNemar's p corrected for the budgets; see `benchmark/sanity.py`);
-"ok" when they found nothing, "unchecked" for records that predate them.
-Threat models: `oblivious` attacks the undefended classifier and then applies the defense (the protocol of the
-PixelDefend paper's tables); `adaptive` attacks the whole defended pipeline, with BPDA and EOT where needed (the honest
-number); `transfer` attacks a separately trained substitute classifier.
-{OBLIVIOUS_MARK} marks a defense with no adaptive numbers here (oblivious or transfer attacks only): they say nothing
-about an attacker who knows it.
-A defense with no inference-time part (adversarial training, label smoothing) is its classifier, so the oblivious
-attacks on it are white-box: they count in its "adaptive" column too, and it is never marked.
-
-**Details** (second table): each row is one defense under one threat model, on the same n test points (seed), budgets
-ε and attacks. Cells give accuracy in % per budget, in the order listed: "clean" is the defended pipeline on clean
-inputs, an attack's column the defended pipeline on that attack's adversarial inputs; "worst case" is per example
-over the row's attacks. "↳" rows give published numbers, beside ours where data set, classifier, defense and budgets
-match.
-
-**Model weights**: every row combines records of one set of trained weights (classifier and the defense's own models,
-named in each record and kept under `results/models/`); the headline's "weights" column names them by a hash of the
-records' `models` ("unrecorded": records made before weights were named, whose weights are lost). Rows with other
-weights measured other networks, even where the training configuration is the same. Records of other weights than a
-row's are listed apart, at the end.
+How to read a headline row: **worst case** is the per-example worst case over every attack run on the defense under
+every threat model: an example counts as robust at a budget only if it is classified correctly when clean and under
+every attack, so it can be lower than every other column; its 95% Wilson interval follows. "oblivious",
+"adaptive" and "transfer" are each threat model's own worst case: `oblivious` attacks the undefended classifier and
+then applies the defense (the PixelDefend paper's protocol), `adaptive` attacks the whole defended pipeline with BPDA
+and EOT where needed (the honest number), `transfer` attacks a separately trained substitute. A defense with no
+inference-time part (adversarial training, label smoothing) is its classifier, so its oblivious attacks count as
+adaptive. {OBLIVIOUS_MARK} marks a defense with no adaptive numbers. "paper" is the PixelDefend paper's own worst
+case for that row. "checks" lists what the sanity checks found ("ok": nothing). "weights" names the trained weights
+the row measured (kept under `results/models/`). Budgets are in [0, 1] pixel space; fixed-budget attacks
+({_names(fixed)}) run at each budget; minimal-perturbation attacks ({_names(minimal)}) run until they fool the
+classifier and are then clipped into the L∞ ball of each budget, as in the paper.
 """
+
+
+DETAILS_NOTE = """**Details** (second table of a section): each row is one defense under one threat model, on the same n test
+points (seed), budgets ε and attacks. Cells give accuracy in % per budget, in the order listed: "clean" is the
+defended pipeline on clean inputs, an attack's column the defended pipeline on that attack's adversarial inputs;
+"worst case" is per example over the row's attacks. "↳" rows give published numbers, beside ours where data set,
+classifier, defense and budgets match. ‡ marks a worst case over fewer attacks than the section has."""
 
 
 def _names(names: Sequence[str]) -> str:
@@ -132,7 +131,7 @@ class RowKey:
     test_points: str
     norm: str = "linf"  # the budgets' norm (see budget_norm)
     threat_options: str = ""  # adaptive: EOT draws per gradient and evaluation draws; transfer: the substitute
-    weights: str = ""  # the model weights measured (benchmark.instances.weights_id): never merged across
+    weights: str = ""  # the model weights measured (benchmark.report.instances.weights_id): never merged across
 
 
 @dataclass(frozen=True)
@@ -282,8 +281,9 @@ def _eps_text(eps: Sequence[float], norm: str = "linf") -> str:
     return ("" if norm == "linf" else f"{norm.upper()} ") + ", ".join(format_eps(e, norm) for e in eps)
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+def _table(headers: list[str], rows: list[list[str]], fmt: str = "github") -> str:
+    """A Markdown table (``fmt="html"``: an HTML one, cells escaped, for the site's pages)."""
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def _attack_cells(row: Row, attacks: Sequence[str]) -> list[str]:
@@ -336,7 +336,7 @@ def _paper_row(published: paper.PaperRow, attacks: Sequence[str], per_row_eps: b
 
 
 def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
-                per_row_eps: bool, show_weights: bool = False) -> tuple[str, bool, bool]:
+                per_row_eps: bool, show_weights: bool = False, fmt: str = "github") -> tuple[str, bool, bool]:
     attacks = sorted({_attack(r) for row in rows for r in row.records}, key=natural_key)
     headers = ["defense", "threat", *(["budgets"] if per_row_eps else []), "clean", *attacks,
                "worst case", "95% CI", "ms/img", "n", "seed"]
@@ -363,7 +363,7 @@ def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[s
         published = _paper_match(dataset, model, row)
         if published is not None:
             body.append(_paper_row(published, attacks, per_row_eps))
-    return _table(headers, body), any_marked, any_incomplete
+    return _table(headers, body, fmt), any_marked, any_incomplete
 
 
 def _threat_cell(combined: Combined | None, n: int, missing: str) -> str:
@@ -380,7 +380,9 @@ def _checks_cell(h: Headline) -> str:
     return "; ".join(parts) or "ok"
 
 
-def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float, ...]) -> str:
+def headline_rows(dataset: str, model: str, rows: list[Row], eps: tuple[float, ...]
+                  ) -> tuple[list[str], list[list[str]], list[Headline]]:
+    """The headline table of a section: headers, one row of cells per defense (and seed), and the headlines."""
     heads = headlines([r for row in rows for r in row.records], eps)
     seeds = len({h.seed for h in heads}) > 1
     weights = {(row.key.defense, row.key.seed): row.key.weights for row in rows}  # one per defense (split_by_weights)
@@ -396,7 +398,7 @@ def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float,
             _threat_cell(h.per_threat.get("oblivious"), o.n, DASH),
             _threat_cell(h.per_threat.get("adaptive"), o.n, "not run"),
             _threat_cell(h.per_threat.get("transfer"), o.n, DASH),
-            f"**{_joined(_percent(k, o.n) for k in o.worst)}**",
+            _joined(_percent(k, o.n) for k in o.worst),
             _ci_cell(o.worst, o.n),
             str(o.n),
             claim,
@@ -405,10 +407,21 @@ def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float,
         ])
     headers = ["defense", *(["seed"] if seeds else []), "clean", "oblivious", "adaptive", "transfer", "worst case",
                "95% CI", "n", "paper", "checks", "weights"]
+    return headers, body, heads
+
+
+def _headline_table(dataset: str, model: str, rows: list[Row], eps: tuple[float, ...], in_site: bool = False) -> str:
+    """The headline in Markdown, each defense linked to its site page (from leaderboard.md, or from a page inside
+    the site with ``in_site``)."""
+    headers, body, heads = headline_rows(dataset, model, rows, eps)
+    for cells, h in zip(body, heads):
+        page = site_page(dataset, model, h.defense)
+        cells[0] = f"[{cells[0]}]({quote(page.split('/', 1)[1] if in_site else page)})"
+        cells[headers.index("worst case")] = f"**{cells[headers.index('worst case')]}**"
     return _table(headers, body)
 
 
-def _detection_table(rows: list[Row], per_row_eps: bool) -> str | None:
+def _detection_table(rows: list[Row], per_row_eps: bool, fmt: str = "github") -> str | None:
     body: list[tuple[tuple[Any, ...], list[str]]] = []
     for row in rows:
         for rec in row.records:
@@ -427,7 +440,23 @@ def _detection_table(rows: list[Row], per_row_eps: bool) -> str | None:
         return None
     headers = ["defense", "threat", "attack", *(["budgets"] if per_row_eps else []),
                "detected (%)", "false positives on clean (%)", "n", "seed"]
-    return _table(headers, [cells for _, cells in sorted(body, key=lambda item: item[0])])
+    return _table(headers, [cells for _, cells in sorted(body, key=lambda item: item[0])], fmt)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a defense name (compositions and options included): ``jpeg(quality=50)+x`` ->
+    ``jpeg_quality_50__x``."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
+
+
+def section_page(dataset: str, model: str) -> str:
+    """The site page of a section, relative to the leaderboard's folder."""
+    return f"{SITE}/{slug(dataset)}_{slug(model)}.html"
+
+
+def site_page(dataset: str, model: str, defense: str) -> str:
+    """The site page of one defense in a section, relative to the leaderboard's folder."""
+    return f"{SITE}/{slug(dataset)}_{slug(model)}/{slug(defense)}.html"
 
 
 # -- figures ------------------------------------------------------------------------------------------------------
@@ -506,6 +535,63 @@ def _detection_section(det: LoadedDetection, figures: Sequence[str]) -> str:
 # -- the document -------------------------------------------------------------------------------------------------
 def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
              sections: Iterable[tuple[str, str]], figures: Sequence[str]) -> str:
+    """A section of leaderboard.md: the headline table, then links to the site's pages (details, detection,
+    figures). ``adaptive`` and ``figures`` are used by the site (benchmark.report.site); kept for one signature."""
+    parts = [f"## {dataset} / {model}"]
+    eps = headline_eps([r for row in rows for r in row.records])
+    if eps is not None:
+        parts.append(f"Headline at ε {_eps_text(eps)}:")
+        parts.append(_headline_table(dataset, model, rows, eps))
+    if any(row.key.threat != "adaptive" and (dataset, model, row.key.defense) not in adaptive for row in rows):
+        parts.append(f"{OBLIVIOUS_MARK} no adaptive evaluation on {dataset} / {model} (oblivious or transfer attacks "
+                     "only): these numbers say nothing about an attacker who knows the defense.")
+    parts.append(f"Details (every attack, threat model and budget), detection and figures: "
+                 f"[{dataset} / {model}]({quote(section_page(dataset, model))}).")
+    return "\n\n".join(parts)
+
+
+def _aside_section(records: list[LoadedRecord]) -> str:
+    """The records of model weights other than those their defense's rows combine (benchmark.report.instances), in details
+    tables of their own: each row holds one set of weights, named by its hash ("unrecorded": before fingerprints)."""
+    parts = ["## Other model weights (not combined with the rows above)",
+             "The same training configuration retrained on another machine gives other weights and other numbers, so "
+             "a record counts only with records of the weights it measured. Per defense, the rows above combine the "
+             "weights with the most records; these records measured other weights (named by a hash of the record's "
+             "`models`; `unrecorded`: written before records named their weights)."]
+    adaptive = _adaptive_defenses(records)
+    for (dataset, model), rows in _sections(records).items():
+        per_row_eps = len({(row.key.eps, row.key.norm) for row in rows}) > 1
+        table, _, _ = _main_table(dataset, model, rows, adaptive, per_row_eps, show_weights=True)
+        parts += [f"### Other weights ({dataset} / {model})", table]
+    return "\n\n".join(parts)
+
+
+def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections: Sequence[LoadedDetection] = ()
+           ) -> str:
+    """The whole text of ``leaderboard.md`` for ``records`` and detection records ``detections`` (any order): per
+    data set and classifier its headline and a link to the site's pages (:mod:`benchmark.report.site`), which hold
+    the details, the detection tables, the figures and the records of other model weights."""
+    combined, aside = split_by_weights(records)
+    sections = _sections(combined)
+    body = ["No records yet: run `bench run` first."]
+    if sections:
+        adaptive = _adaptive_defenses(combined)
+        body = [_section(d, m, rows, adaptive, sections, figures) for (d, m), rows in sections.items()]
+    for d in sorted(detections, key=lambda d: (d.data["config"]["dataset"], d.data["config"]["model"])):
+        c = d.data["config"]
+        body.append(f"Detection by PixelCNN likelihood on {c['dataset']} / {c['model']}: "
+                    f"[ROC AUC per attack]({quote(section_page(c['dataset'], c['model']))}#detection).")
+    if aside:
+        body.append(f"Records of other model weights than the rows above combine: [{SITE}/other-weights.html]"
+                    f"({SITE}/other-weights.html).")
+    body.append(f"Every table in one Markdown page (details, detection, figures): [{SITE}/full.md]({SITE}/full.md).")
+    kinds = {_attack(r): (r.data.get("attack") or {}).get("kind") for r in records}
+    text = header([a for a, k in kinds.items() if k == "fixed-eps"], [a for a, k in kinds.items() if k == "minimal"])
+    return text + "\n" + "\n\n".join(body) + "\n"
+
+
+def _full_section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
+             sections: Iterable[tuple[str, str]], figures: Sequence[str]) -> str:
     budgets = {(row.key.eps, row.key.norm) for row in rows}
     per_row_eps = len(budgets) > 1
     parts = [f"## {dataset} / {model}"]
@@ -514,7 +600,7 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     eps = headline_eps([r for row in rows for r in row.records])
     if eps is not None:
         parts.append(f"Headline at ε {_eps_text(eps)}:" if per_row_eps else "Headline:")
-        parts.append(_headline_table(dataset, model, rows, eps))
+        parts.append(_headline_table(dataset, model, rows, eps, in_site=True))
     table, any_marked, any_incomplete = _main_table(dataset, model, rows, adaptive, per_row_eps)
     parts.append(f"### Details ({dataset} / {model})")
     parts.append(table)
@@ -534,25 +620,11 @@ def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str,
     return "\n\n".join(parts)
 
 
-def _aside_section(records: list[LoadedRecord]) -> str:
-    """The records of model weights other than those their defense's rows combine (benchmark.instances), in details
-    tables of their own: each row holds one set of weights, named by its hash ("unrecorded": before fingerprints)."""
-    parts = ["## Other model weights (not combined with the rows above)",
-             "The same training configuration retrained on another machine gives other weights and other numbers, so "
-             "a record counts only with records of the weights it measured. Per defense, the rows above combine the "
-             "weights with the most records; these records measured other weights (named by a hash of the record's "
-             "`models`; `unrecorded`: written before records named their weights)."]
-    adaptive = _adaptive_defenses(records)
-    for (dataset, model), rows in _sections(records).items():
-        per_row_eps = len({(row.key.eps, row.key.norm) for row in rows}) > 1
-        table, _, _ = _main_table(dataset, model, rows, adaptive, per_row_eps, show_weights=True)
-        parts += [f"### Other weights ({dataset} / {model})", table]
-    return "\n\n".join(parts)
-
-
-def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections: Sequence[LoadedDetection] = ()
-           ) -> str:
-    """The whole text of ``leaderboard.md`` for ``records`` and detection records ``detections`` (any order).
+def render_full(records: list[LoadedRecord], figures: Sequence[str] = (), detections: Sequence[LoadedDetection] = ()
+                ) -> str:
+    """Every table for ``records`` and detection records ``detections`` (any order) in one Markdown page: per section
+    the headline, the details, the detection table and the figures, then the detection sections and the records of
+    other weights. The site keeps it as ``leaderboard/full.md`` (GitHub shows Markdown, not HTML pages).
 
     ``figures`` are links to figure files, relative to the leaderboard's folder (see :func:`figure_links`); each is
     listed in the sections of the data set its file name starts with (only in its classifier's section when the name
@@ -567,38 +639,44 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
     body = ["No records yet: run `bench run` first."]
     if sections:
         adaptive = _adaptive_defenses(combined)
-        body = [_section(d, m, rows, adaptive, sections, general) for (d, m), rows in sections.items()]
+        body = [_full_section(d, m, rows, adaptive, sections, general) for (d, m), rows in sections.items()]
     body += [_detection_section(d, figures) for d in detections]
     if aside:
         body.append(_aside_section(aside))
     kinds = {_attack(r): (r.data.get("attack") or {}).get("kind") for r in records}
     text = header([a for a, k in kinds.items() if k == "fixed-eps"], [a for a, k in kinds.items() if k == "minimal"])
-    return text + "\n" + "\n\n".join(body) + "\n"
+    return text + "\n" + DETAILS_NOTE + "\n\n" + "\n\n".join(body) + "\n"
 
 
-def _expected(results_dir: Path, output: Path) -> str:
+def expected(results_dir: Path, output: Path) -> str:
+    """The text :func:`write` would give ``output``; a BenchError naming every record that does not validate."""
     return render(load_all(results_dir), figure_links(results_dir, output), load_detections(results_dir))
 
 
 def write(results_dir: Path, output: Path) -> bool:
     """Regenerate ``output`` from the records under ``results_dir``, atomically; whether its text changed."""
     output = Path(output)
-    text = _expected(results_dir, output)
+    text = expected(results_dir, output)
     if output.is_file() and output.read_bytes() == text.encode("utf-8"):
         return False
     atomic_write_text(output, text)
     return True
 
 
-def check(results_dir: Path, output: Path) -> list[str]:
-    """Problems with ``output``: empty when it is exactly what :func:`write` would produce."""
+def differences(output: Path, text: str) -> list[str]:
+    """Why ``output`` is not ``text`` (missing or stale); empty when it is."""
     output = Path(output)
-    try:
-        text = _expected(results_dir, output)
-    except BenchError as exc:
-        return [str(exc)]
     if not output.is_file():
         return [f"{output.name} is missing: run `{COMMAND}`"]
     if output.read_bytes() != text.encode("utf-8"):
         return [f"{output.name} is stale: run `{COMMAND}`"]
     return []
+
+
+def check(results_dir: Path, output: Path) -> list[str]:
+    """Problems with ``output``: empty when it is exactly what :func:`write` would produce."""
+    try:
+        text = expected(results_dir, Path(output))
+    except BenchError as exc:
+        return [str(exc)]
+    return differences(Path(output), text)

@@ -1,7 +1,7 @@
 """Published numbers to compare with: PixelDefend (Song et al., ICLR 2018, https://arxiv.org/abs/1710.10766) and the
 robust manifold defense's slides (Ilyas et al. 2017, https://arxiv.org/abs/1712.09196).
 
-Tables 1 (Fashion-MNIST) and 2 (CIFAR-10) ship as CSV files in ``benchmark/reference/`` (each keeps its citation
+Tables 1 (Fashion-MNIST) and 2 (CIFAR-10) ship as CSV files in ``benchmark/report/reference/`` (each keeps its citation
 header). This module reads them and renames their rows and columns into the benchmark's vocabulary:
 
 - data set: Table 1 -> ``fashion-mnist``, Table 2 -> ``cifar10``;
@@ -31,8 +31,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Mapping
 
-from .budgets import format_eps
-from .errors import BenchError
+from benchmark.core.budgets import format_eps
+from benchmark.core.errors import BenchError
 
 CLEAN = "clean"
 WORST_CASE = "worst case"
@@ -103,7 +103,7 @@ class PaperRow:
 
 
 def _read_reference(file: str) -> str:
-    return resources.files("benchmark").joinpath("reference", file).read_text(encoding="utf-8")
+    return resources.files("benchmark").joinpath("report", "reference", file).read_text(encoding="utf-8")
 
 
 def _parse_cell(text: str, n_eps: int, where: str) -> tuple[int, ...]:

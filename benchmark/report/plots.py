@@ -5,7 +5,7 @@
   adaptive records of :data:`CURVE_ATTACKS` with at least :data:`CURVE_MIN_BUDGETS` budgets, with 95% Wilson
   intervals; the clean accuracy is the point at budget 0.
 
-Both use the records the leaderboard combines (:func:`benchmark.instances.split_by_weights`): one set of model weights
+Both use the records the leaderboard combines (:func:`benchmark.report.instances.split_by_weights`): one set of model weights
 per defense.
 """
 from __future__ import annotations
@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .budgets import format_eps
-from .instances import split_by_weights
-from .leaderboard import FIGURES_SUBDIR, budget_norm
-from .records import LoadedRecord, load_all
-from .registry import natural_key
-from .stats import wilson_interval
+from benchmark.core.budgets import format_eps
+from benchmark.core.registry import natural_key
+from benchmark.report.instances import split_by_weights
+from benchmark.report.leaderboard import budget_norm
+from benchmark.report.stats import wilson_interval
+from benchmark.store.paths import FIGURES_SUBDIR
+from benchmark.store.records import LoadedRecord, load_all
 
 CURVE_ATTACKS = ("pgd", "pgd-restarts")
 CURVE_MIN_BUDGETS = 3

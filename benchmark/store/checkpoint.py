@@ -11,7 +11,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .fileio import atomic_write_text
+from benchmark.store.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,21 @@ that a record can say which models it measured.
 The weights a record measured travel with it: :meth:`ModelStore.ship` copies a checkpoint into the results folder
 (``results/models/<kind>/<key>/``, committed with the records), and a store whose cache lacks a checkpoint restores it
 from there (checked like any other) before it would train one. Another machine then measures the same weights.
+
+Shipped weights are checked against the records, not only against their own ``meta.json`` (which whoever edits the
+weights can edit too): a shipped checkpoint whose weights are not the ones the records of its results folder name for
+its ``"<kind>/<key>"`` (``models``, or ``substitute`` for a transfer substitute) is refused with a
+:class:`~benchmark.core.errors.BenchError` that names those records and their SHA-256, and so is a corrupted one
+(weights that do not match their own ``meta.json``) that records cite: it is never silently trained over. A corrupted
+checkpoint no record cites is only a cache: it is reported as corrupted and rebuilt. A corrupted copy in the cache is
+restored from the shipped one when there is one. Failing to write a checkpoint (a full disk) is a warning: the model
+is used from memory in this run.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +35,10 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from .fileio import atomic_write_bytes, atomic_write_text
-from .hashing import canonical_json, config_hash, file_sha256
-from .paths import cache_dir
+from benchmark.core.errors import BenchError
+from benchmark.store.fileio import atomic_write_bytes
+from benchmark.store.hashing import canonical_json, config_hash, file_sha256
+from benchmark.store.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,76 +76,135 @@ class ModelStore:
         return self.root / kind / config_hash(spec)
 
     def load(self, kind: str, spec: dict[str, Any], module: nn.Module) -> dict[str, Any] | None:
-        """Fill ``module`` from the checkpoint of ``spec``; its metadata, or None when absent or corrupted."""
-        from safetensors.torch import load_file
-
+        """Fill ``module`` from the checkpoint of ``spec``; its metadata, or None when absent or corrupted (then the
+        caller rebuilds it). A BenchError when the shipped copy it would come from contradicts the records."""
         folder = self.folder(kind, spec)
-        weights, meta_path = folder / WEIGHTS, folder / META
-        if not meta_path.exists() and not self._restore(folder):
-            return None
+        restored = False
+        if not (folder / META).exists():
+            if not self._restore(folder):
+                return None
+            restored = True
         try:
-            meta = json.loads(meta_path.read_text())
-            if canonical_json(meta["spec"]) != canonical_json(spec):
-                raise ValueError("its spec does not match its key")
-            if file_sha256(weights) != meta["weights_sha256"]:
-                raise ValueError("its weights do not match their recorded SHA-256")
-            state = load_file(str(weights))
-            expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-            if {k: tuple(v.shape) for k, v in state.items()} != expected:  # check before touching the module
-                raise ValueError("its tensors do not fit the model (names or shapes differ)")
-            module.load_state_dict(state)
-        except Exception as exc:  # corrupted: say so, then let the caller rebuild
+            return self._fill(folder, spec, module)
+        except Exception as exc:  # corrupted: say so, then restore the shipped copy or let the caller rebuild
+            if not restored and self._restore(folder):
+                log.warning("checkpoint %s is corrupted (%s); restored it from %s", folder, exc, self.shipped)
+                try:
+                    return self._fill(folder, spec, module)
+                except Exception as again:
+                    exc = again
             log.warning("checkpoint %s is corrupted (%s); rebuilding it", folder, exc)
             return None
+
+    @staticmethod
+    def _fill(folder: Path, spec: dict[str, Any], module: nn.Module) -> dict[str, Any]:
+        """The checkpoint in ``folder`` checked (spec, weights' SHA-256, tensor names and shapes), then loaded into
+        ``module``; raises when anything does not check out, leaving ``module`` untouched."""
+        from safetensors.torch import load_file
+
+        weights, meta_path = folder / WEIGHTS, folder / META
+        meta = json.loads(meta_path.read_text())
+        if canonical_json(meta["spec"]) != canonical_json(spec):
+            raise ValueError("its spec does not match its key")
+        if file_sha256(weights) != meta["weights_sha256"]:
+            raise ValueError("its weights do not match their recorded SHA-256")
+        state = load_file(str(weights))
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in state.items()} != expected:  # check before touching the module
+            raise ValueError("its tensors do not fit the model (names or shapes differ)")
+        module.load_state_dict(state)
         return meta
 
     def _restore(self, folder: Path) -> bool:
         """Copy the shipped checkpoint of ``folder`` into the cache, if there is one (weights first, metadata last: a
-        checkpoint without metadata counts as absent); :meth:`load` then checks it like any other."""
+        checkpoint without metadata counts as absent); :meth:`load` then checks it like any other.
+
+        The shipped weights must be the ones the records beside them name: else, or when they are corrupted while
+        records cite them, a BenchError says which records name which SHA-256 and what to do. A corrupted shipped
+        copy that no record cites is reported and left alone (the caller rebuilds the model)."""
         if self.shipped is None:
             return False
-        source = self.shipped / folder.relative_to(self.root)
+        name = folder.relative_to(self.root).as_posix()
+        source = self.shipped / name
         if not (source / META).is_file() or not (source / WEIGHTS).is_file():
             return False
-        log.info("restoring checkpoint %s from %s", folder.relative_to(self.root).as_posix(), self.shipped)
-        write_checkpoint(folder, (source / WEIGHTS).read_bytes(), (source / META).read_bytes())
+        weights, meta = (source / WEIGHTS).read_bytes(), (source / META).read_bytes()
+        sha = hashlib.sha256(weights).hexdigest()
+        broken = corruption(meta, sha)
+        cited = cited_weights(self.shipped.parent, name)
+        if cited and (broken or sha not in cited):
+            raise BenchError(refusal(name, source, sha, broken, cited))
+        if broken:
+            log.warning("shipped checkpoint %s is corrupted (%s) and no record cites it; building it anew", source,
+                        broken)
+            return False
+        log.info("restoring checkpoint %s from %s", name, self.shipped)
+        write_checkpoint(folder, weights, meta)
         return True
 
     def ship(self, names: Iterable[str], dest: Path) -> list[str]:
         """Copy checkpoints ``names`` ("<kind>/<key>") from the cache to ``dest/<kind>/<key>/``; why any of them is
-        not there now. Shipped weights are never replaced: records measured them."""
+        not there now. Shipped weights are never replaced (records measured them), unless they are corrupted and the
+        cache holds the weights the records name (a repair). A failed copy (a full disk) is one of the reasons."""
         problems = []
         for name in dict.fromkeys(names):
             source, target = self.root / name, Path(dest) / name
-            if not (source / META).is_file() or not (source / WEIGHTS).is_file():
-                problems.append(f"checkpoint {name} is not in this machine's cache ({self.root})")
-            elif not (target / META).is_file():
-                write_checkpoint(target, (source / WEIGHTS).read_bytes(), (source / META).read_bytes())
-            elif json.loads((target / META).read_text())["weights_sha256"] != \
-                    json.loads((source / META).read_text())["weights_sha256"]:
-                problems.append(f"{target} holds other weights of {name}, which earlier records measured")
+            try:
+                problem = self._ship_one(name, source, target, Path(dest).parent)
+            except OSError as exc:
+                problem = f"could not copy checkpoint {name} to {target} ({describe_os_error(exc)})"
+            if problem:
+                problems.append(problem)
         return problems
 
+    def _ship_one(self, name: str, source: Path, target: Path, results_dir: Path) -> str | None:
+        if not (source / META).is_file() or not (source / WEIGHTS).is_file():
+            return f"checkpoint {name} is not in this machine's cache ({self.root})"
+        if not (target / META).is_file():
+            write_checkpoint(target, (source / WEIGHTS).read_bytes(), (source / META).read_bytes())
+            return None
+        want = json.loads((source / META).read_text())["weights_sha256"]
+        shipped_meta = (target / META).read_bytes()
+        if _meta_sha(shipped_meta) == want:
+            return None
+        sha = file_sha256(target / WEIGHTS) if (target / WEIGHTS).is_file() else ""
+        broken = corruption(shipped_meta, sha)
+        cited = cited_weights(results_dir, name)
+        if broken and set(cited) <= {want}:
+            log.warning("shipped checkpoint %s is corrupted (%s); replacing it with the cache's copy, the weights "
+                        "its records name", target, broken)
+            write_checkpoint(target, (source / WEIGHTS).read_bytes(), (source / META).read_bytes())
+            return None
+        if broken:
+            return (f"shipped checkpoint {target} is corrupted ({broken}); restore it from git "
+                    f"(git checkout -- {target})")
+        if cited and sha not in cited:
+            return (f"shipped weights {target / WEIGHTS} have SHA-256 {sha}, not the weights records name for {name} "
+                    f"({', '.join(cited)}); restore them from git (git checkout -- {target})")
+        return f"{target} holds other weights of {name}, which earlier records measured"
+
     def save(self, kind: str, spec: dict[str, Any], module: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
-        from safetensors.torch import save_file
+        """Write ``module``'s checkpoint of ``spec``; its metadata. A failed write (a full disk) is a warning: the
+        metadata still describes the weights in ``module``, which the caller goes on using."""
+        from safetensors.torch import save as serialise
 
         folder = self.folder(kind, spec)
-        folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".weights.", suffix=".tmp")
-        os.close(fd)
-        save_file(state, tmp)
-        os.replace(tmp, folder / WEIGHTS)
+        weights = serialise(state)  # the exact bytes of the file, so their SHA-256 is the file's
         meta = {
             "kind": kind,
             "key": config_hash(spec),
             "spec": spec,
             "metrics": metrics,
-            "weights_sha256": file_sha256(folder / WEIGHTS),
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "torch": torch.__version__,
         }
-        atomic_write_text(folder / META, json.dumps(meta, indent=2, sort_keys=True))
+        try:
+            write_checkpoint(folder, weights, json.dumps(meta, indent=2, sort_keys=True).encode("utf-8"))
+        except OSError as exc:
+            log.warning("could not write checkpoint %s (%s); using the model from memory in this run only", folder,
+                        describe_os_error(exc))
         return meta
 
     def get_frozen(self, kind: str, spec: dict[str, Any], seed: int, make: Callable[[], nn.Module],
@@ -181,6 +249,72 @@ def instance_name(meta: dict[str, Any]) -> str:
 def instances(*metas: dict[str, Any]) -> dict[str, str]:
     """The model instances ``metas`` describe, as a record names them: ``"<kind>/<key>": weights SHA-256``."""
     return {instance_name(m): m["weights_sha256"] for m in sorted(metas, key=instance_name)}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device`` (the reason of an OSError, without its errno and file name)."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _meta_sha(meta: bytes) -> str | None:
+    try:
+        sha = json.loads(meta)["weights_sha256"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return sha if isinstance(sha, str) else None
+
+
+def corruption(meta: bytes, weights_sha256: str) -> str | None:
+    """Why a checkpoint whose ``meta.json`` holds ``meta`` and whose weights hash to ``weights_sha256`` is corrupted,
+    or None when its weights are the ones its metadata names."""
+    recorded = _meta_sha(meta)
+    if recorded is None:
+        return "its meta.json does not parse or names no weights_sha256"
+    if recorded != weights_sha256:
+        return "its weights do not match the SHA-256 in its meta.json"
+    return None
+
+
+def cited_weights(results_dir: Path, name: str) -> dict[str, list[Path]]:
+    """The weights that records under ``results_dir`` name for checkpoint ``name`` ("<kind>/<key>"), as SHA-256 ->
+    the records naming it (in ``models``, or as their transfer ``substitute``). Records that do not parse are left to
+    ``bench leaderboard`` to report."""
+    root = Path(results_dir) / "records"  # benchmark.store.records.RECORDS_SUBDIR
+    kind, _, key = name.partition("/")
+    found: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        try:
+            text = path.read_text()
+            if key not in text:  # most records name other checkpoints: skip them without parsing
+                continue
+            data = json.loads(text)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        shas = set()
+        models, sub = data.get("models"), data.get("substitute")
+        if isinstance(models, dict) and isinstance(models.get(name), str):
+            shas.add(models[name])
+        if kind == "classifier" and isinstance(sub, dict) and sub.get("key") == key \
+                and isinstance(sub.get("weights_sha256"), str):
+            shas.add(sub["weights_sha256"])
+        for sha in sorted(shas):
+            found.setdefault(sha, []).append(path)
+    return found
+
+
+def refusal(name: str, source: Path, sha: str, broken: str | None, cited: dict[str, list[Path]]) -> str:
+    """One line: the shipped checkpoint ``source`` is not what the records ``cited`` measured, and what to do."""
+    def some(paths: list[Path]) -> str:
+        shown = ", ".join(str(p) for p in paths[:3])
+        return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+    named = "; ".join(f"{len(paths)} record(s) name SHA-256 {want} ({some(paths)})" for want, paths in cited.items())
+    what = (f"shipped checkpoint {source} is corrupted ({broken})" if broken else
+            f"shipped weights {source / WEIGHTS} have SHA-256 {sha}, not the weights the records measured")
+    return (f"{what}: {named} for {name}; restore the checkpoint from git (git checkout -- {source}), or delete those "
+            "records to measure new weights")
 
 
 def write_checkpoint(folder: Path, weights: bytes, meta: bytes) -> None:

@@ -12,7 +12,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from .store import META, SHIPPED, WEIGHTS, ModelStore, write_checkpoint
+from benchmark.store.model_store import (
+    META,
+    SHIPPED,
+    WEIGHTS,
+    ModelStore,
+    write_checkpoint,
+)
 
 ModelPack = dict[str, dict[str, bytes]]  # "<kind>/<key>" -> {file name: contents}
 

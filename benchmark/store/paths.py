@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+FIGURES_SUBDIR = "figures"  # of a results folder: the figures the leaderboard links
+
 
 def cache_dir() -> Path:
     """``BENCH_CACHE`` or ``~/.cache/defensebench``: trained models and cached adversarial examples."""

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import EpochCheckpoint
-from .data import Dataset, Split
-from .modes import eval_mode
-from .progress import progress
+from benchmark.core.modes import eval_mode
+from benchmark.core.progress import progress
+from benchmark.data.dataset import Dataset, Split
+from benchmark.store.checkpoint import EpochCheckpoint
 
 log = logging.getLogger(__name__)
 

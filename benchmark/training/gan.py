@@ -21,12 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import EpochCheckpoint
-from .data import Dataset
-from .errors import BenchError
-from .generative import check_fits
-from .progress import progress
-from .store import ModelStore
+from benchmark.core.errors import BenchError
+from benchmark.core.options import positive_int
+from benchmark.core.progress import progress
+from benchmark.data.dataset import Dataset
+from benchmark.store.checkpoint import EpochCheckpoint
+from benchmark.store.model_store import ModelStore
+from benchmark.training.pixelcnn import check_fits
+from models.projection import Projection, project
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,6 @@ def gan_config(dataset: str, size: str = "small", latent: int | None = None) -> 
     if size == "small" and dataset in SMALL_FOR:
         cfg = replace(cfg, **SMALL_FOR[dataset])
     if latent is not None:
-        from defenses.invert_and_classify import positive_int
-
         cfg = replace(cfg, latent=positive_int("latent", latent))
     return cfg
 
@@ -80,8 +80,15 @@ def gan_spec(dataset: Dataset, cfg: GANConfig, seed: int) -> dict[str, Any]:
     return {"dataset": dataset.name, "shape": list(dataset.shape), "arch": "gan", "train": cfg.as_dict(), "seed": seed}
 
 
+def gan_key(dataset: Dataset, size: str = "small", seed: int = 0) -> str:
+    """The store key of the GAN ``get_gan`` gives for this data set, size and seed (without loading it)."""
+    from benchmark.store.hashing import config_hash
+
+    return config_hash(gan_spec(dataset, gan_config(dataset.name, size), seed))
+
+
 def build_gan(shape: tuple[int, int, int], cfg: GANConfig) -> nn.Module:
-    from .registry import MODELS
+    from benchmark.core.registry import MODELS
 
     return MODELS.get("gan").factory(tuple(shape), latent=cfg.latent, width=cfg.width)
 
@@ -152,10 +159,6 @@ def train_gan(gan: nn.Module, dataset: Dataset, cfg: GANConfig, device: torch.de
 def projection_quality(generator: nn.Module, dataset: Dataset, classifier: nn.Module, n: int) -> dict[str, Any]:
     """The classifier's accuracy on the first ``n`` clean test images and on their projections (invert-and-classify's
     defaults), and the projections' mean squared error."""
-    from defenses.invert_and_classify import Projection, project
-
-    from .adversarial import predict
-
     x, y = dataset.test.x[:n], dataset.test.y[:n]
     device = next(generator.parameters()).device
     cfg = Projection()
@@ -163,8 +166,8 @@ def projection_quality(generator: nn.Module, dataset: Dataset, classifier: nn.Mo
     return {
         "quality_points": n,
         "projection": cfg.as_dict(),
-        "clean_accuracy": round(float((predict(classifier, x.to(device)).cpu() == y).float().mean()), 4),
-        "projected_accuracy": round(float((predict(classifier, projected.to(device)).cpu() == y).float().mean()), 4),
+        "clean_accuracy": round(float((classifier(x.to(device)).argmax(1).cpu() == y).float().mean()), 4),
+        "projected_accuracy": round(float((classifier(projected.to(device)).argmax(1).cpu() == y).float().mean()), 4),
         "projection_mse": round(float((projected - x).square().mean()), 5),
     }
 
@@ -177,8 +180,8 @@ def get_gan(dataset: Dataset, device: torch.device, store: ModelStore, seed: int
     folder = store.folder("gan", spec)
 
     def build(module: nn.Module) -> dict[str, Any]:
-        from .defense import build_defense
-        from .zoo import get_classifier
+        from benchmark.core.defense import build_defense
+        from benchmark.training.zoo import get_classifier
 
         log.info("no cached GAN for %s; training it now (resumable: rerun to continue)", dataset.name)
         metrics = train_gan(module, dataset, cfg, device, seed, folder, desc=f"train gan on {dataset.name}")

@@ -6,23 +6,21 @@ reference distribution of the paper's p-value (so that detection needs no pass o
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 import torch
 from torch import nn
 
-from .checkpoint import EpochCheckpoint
-from .data import Dataset, Split
-from .errors import BenchError
-from .fileio import atomic_write_text
-from .progress import progress
-from .store import ModelStore
+from benchmark.core.errors import BenchError
+from benchmark.core.progress import progress
+from benchmark.data.dataset import Dataset, Split
+from benchmark.store.checkpoint import EpochCheckpoint
+from benchmark.store.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,7 @@ def pixelcnn_spec(dataset: Dataset, cfg: PixelCNNConfig, seed: int) -> dict[str,
 
 
 def build_pixelcnn(shape: tuple[int, int, int], cfg: PixelCNNConfig) -> nn.Module:
-    from .registry import MODELS
+    from benchmark.core.registry import MODELS
 
     if shape[0] not in (1, 3):
         raise BenchError(f"the PixelCNN models 1- or 3-channel images, not shape {tuple(shape)}")

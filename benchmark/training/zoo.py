@@ -1,18 +1,21 @@
 """Classifiers from the store: built (trained) once per (data set, architecture, training config, seed), then reused."""
 from __future__ import annotations
 
+import copy
 import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .data import Dataset
-from .defense import Defense
-from .errors import BenchError
-from .registry import MODELS
-from .store import ModelStore
-from .training import default_train_config, train_classifier
+from benchmark.core.defense import Defense
+from benchmark.core.errors import BenchError
+from benchmark.core.registry import MODELS
+from benchmark.data.dataset import Dataset
+from benchmark.store.model_store import ModelStore
+from benchmark.training.classifier import accuracy, default_train_config, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,56 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
         log.debug("batch norm not folded into %s: %s", type(model).__name__, error)
         return model
     return folded.eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """A classifier whose weights come from the user (an ``nn.Module``, or a registered architecture filled from a
+    weights file): records name it ``name`` and its weights ``sha256``."""
+
+    module: nn.Module
+    name: str  # user_model_name()
+    sha256: str
+
+    @classmethod
+    def of(cls, module: nn.Module, arch: str | None = None, sha256: str | None = None) -> "UserModel":
+        from benchmark.store.weights import state_sha256
+
+        sha = sha256 or state_sha256(module)
+        return cls(module, user_model_name(module, sha, arch), sha)
+
+
+def user_model_name(module: nn.Module, sha256: str, arch: str | None = None) -> str:
+    """How records name a classifier whose weights come from the user: its architecture (the registered name of its
+    class, else the class name in lower case) and the first 8 hex digits of its weights' SHA-256, ``resnet@1a2b3c4d``.
+    The weights are part of the name so that records of the user's network never replace those of the project's own
+    training of the same architecture."""
+    registered = [e.name for e in MODELS.entries() if e.factory is type(module)]
+    arch = arch or (registered[0] if registered else re.sub(r"[^a-z0-9._-]+", "-", type(module).__name__.lower()).strip("-"))
+    return f"{arch or 'model'}@{sha256[:8]}"
+
+
+def user_classifier(module: nn.Module, dataset: Dataset, name: str, sha256: str, device: torch.device,
+                    store: ModelStore, fold: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """A classifier with the user's weights (``module`` is copied, never changed), ready as :func:`get_classifier`
+    returns the project's: frozen, in eval mode, on ``device``. It enters the store under its weights' SHA-256 with
+    its measured test accuracy, so its records can ship it and a rerun finds it."""
+    spec = {"dataset": dataset.name, "shape": list(dataset.shape), "arch": name, "training_defense": None,
+            "weights_sha256": sha256}
+    model = copy.deepcopy(module).to(device)
+
+    def measure(m: nn.Module) -> dict[str, Any]:
+        log.info("measuring %s on the test split of %s", name, dataset.name)
+        return {"test_accuracy": accuracy(m, dataset.test, device), "val_accuracy": accuracy(m, dataset.val, device),
+                "source": "user weights"}
+
+    meta = store.get_or_build("classifier", spec, model, measure)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if fold:
+        model = fold_batch_norm(model)
+    return model, meta
 
 
 def get_classifier(
