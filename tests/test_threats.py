@@ -463,3 +463,56 @@ def test_a_random_vote_unanimous_on_clean_points_is_seen_random_between_them(dig
     checks = probe_defense(model, vote, x, y, eot_samples=1, seed=0)
     assert checks["randomness"] == {"declared": True, "observed": True, "repeatable": True}
     assert "declared random, never varies" not in defense_flags(checks)
+
+
+def test_an_attack_bar_moves_with_every_pass_through_the_model():
+    """Progress that moves: the attack's bar is told of every forward pass (a step, restart or query batch), not only
+    of finished batches of images; a silenced bar costs no hook."""
+    from torch import nn
+
+    from benchmark.engine.adversarial import passes_shown
+
+    class Bar:
+        disable = False
+
+        def __init__(self):
+            self.postfix, self.redraws = "", 0
+
+        def set_postfix_str(self, text, refresh=False):
+            self.postfix = text
+
+        def update(self, n):
+            self.redraws += 1
+
+    model, bar = nn.Linear(3, 2), Bar()
+    with passes_shown(model, bar):
+        for _ in range(5):
+            model(torch.zeros(1, 3))
+    assert bar.redraws == 5 and bar.postfix.startswith("5 passes")
+    model(torch.zeros(1, 3))
+    assert bar.redraws == 5  # the hook is gone after the attack
+    quiet = Bar()
+    quiet.disable = True
+    with passes_shown(model, quiet):
+        model(torch.zeros(1, 3))
+    assert quiet.redraws == 0
+
+
+def test_the_grid_clock_ticks_while_a_cell_runs(restore_cli_state):
+    """The grid bar redraws on its own (its elapsed time moves) while one long cell runs; closing stops the clock."""
+    import time
+
+    from benchmark.core.progress import set_quiet
+    from benchmark.engine.grid_progress import GridProgress
+
+    set_quiet(False)
+    tracker = GridProgress(total=1, tick_seconds=0.01)
+    redraws = []
+    tracker._bar.refresh = lambda *a, **k: redraws.append(1)
+    tracker.start()
+    time.sleep(0.2)  # one long cell
+    tracker.close()
+    ticks = len(redraws)
+    assert ticks >= 3
+    time.sleep(0.05)
+    assert len(redraws) == ticks

@@ -107,7 +107,8 @@ def _threat(threat: str | Threat) -> Threat:
     try:
         return Threat(threat)
     except ValueError:
-        raise BenchError(f"unknown threat model {threat!r}; choose one of {', '.join(t.value for t in Threat)}") from None
+        valid = ", ".join(t.value for t in Threat)
+        raise BenchError(f"unknown threat model {threat!r}; choose one of {valid}") from None
 
 
 def _threat_options(given: dict[str, Any]) -> ThreatOptions:

@@ -1,13 +1,13 @@
 """One evaluation cell (defense x attack), computed by the same function under every executor.
 
-:func:`evaluate_cell` returns a cell's record without writing it: the local executor and the Ray driver write it.
-A :class:`Workbench` holds what the cells of a run share, computed on first use and kept: classifiers (one per
-training configuration), prepared defenses and their clean evaluations, and the latest adversarial inputs (one set per
-attacked model and attack, see :mod:`benchmark.engine.adversarial`): the classifier (oblivious) or the substitute (transfer)
-for every defense at once, the defended pipeline (adaptive) per defense (see :mod:`benchmark.engine.threats`). The local
-executor keeps one workbench for the whole grid; a Ray task builds its own, seeded with what other tasks computed.
-Every random draw is seeded per batch from the run's seed, so a cell's outcomes do not depend on the process that
-computed it or on what ran there before.
+:func:`evaluate_cell` returns a cell's record without writing it: the local executor and the Ray driver write it. A
+:class:`Workbench` holds what the cells of a run share, computed on first use and kept: classifiers (one per training
+configuration), prepared defenses and their clean evaluations, and the latest adversarial inputs (one set per attacked
+model and attack, see :mod:`benchmark.engine.adversarial`): the classifier (oblivious) or the substitute (transfer) for
+every defense at once, the defended pipeline (adaptive) per defense (see :mod:`benchmark.engine.threats`). The local
+executor keeps one workbench for the whole grid; a Ray task builds its own, seeded with what other tasks computed. Every
+random draw is seeded per batch from the run's seed, so a cell's outcomes do not depend on the process that computed it
+or on what ran there before.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Executors run the cells of a grid: ``local`` (in this process, one after the other) or ``ray``
-(:mod:`benchmark.engine.ray_executor`). Both compute a cell with :func:`benchmark.engine.cells.evaluate_cell`, and both leave the
-records to a :class:`RecordKeeper` in this process, which claims each cell (:mod:`benchmark.store.locks`), skips one that
-another run finished meanwhile, writes each record atomically the moment its cell finishes and ships the checkpoints
-it measured beside it.
+(:mod:`benchmark.engine.ray_executor`). Both compute a cell with :func:`benchmark.engine.cells.evaluate_cell`, and both
+leave the records to a :class:`RecordKeeper` in this process, which claims each cell (:mod:`benchmark.store.locks`),
+skips one that another run finished meanwhile, writes each record atomically the moment its cell finishes and ships the
+checkpoints it measured beside it.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The grid of a run: its plan, its cells (defense x attack), each cell's config and result.
 
 Kept apart from the runner so that the per-cell computation (:mod:`benchmark.engine.cells`), the executors
-(:mod:`benchmark.engine.executors`, :mod:`benchmark.engine.ray_executor`) and the runner can all use it without importing each other.
+(:mod:`benchmark.engine.executors`, :mod:`benchmark.engine.ray_executor`) and the runner can all use it without
+importing each other.
 """
 from __future__ import annotations
 

@@ -1,14 +1,13 @@
 """Running a grid of evaluation cells (defense x attack) and writing one record per cell.
 
 A cell whose record exists is skipped, so an interrupted run resumes where it stopped, unless the record measured
-another version of the attack or other model weights (then the cell runs again and its record is replaced); each
-record is written atomically the moment its cell finishes, so Ctrl-C or a kill never loses a finished cell. A record
-that cannot be written (a full disk) stops the grid with :class:`~benchmark.core.errors.WriteFailed`, which carries the
-results of the cells that finished.
-Classifiers are built once per training configuration and adversarial inputs once per (attacked model, attack) (see
-:mod:`benchmark.engine.cells`).
-Where the cells run is the executor's business (:mod:`benchmark.engine.executors`): in this process by default, or as Ray
-tasks (:mod:`benchmark.engine.ray_executor`); a cell's record is the same under either.
+another version of the attack or other model weights (then the cell runs again and its record is replaced); each record
+is written atomically the moment its cell finishes, so Ctrl-C or a kill never loses a finished cell. A record that
+cannot be written (a full disk) stops the grid with :class:`~benchmark.core.errors.WriteFailed`, which carries the
+results of the cells that finished. Classifiers are built once per training configuration and adversarial inputs once
+per (attacked model, attack) (see :mod:`benchmark.engine.cells`). Where the cells run is the executor's business
+(:mod:`benchmark.engine.executors`): in this process by default, or as Ray tasks (:mod:`benchmark.engine.ray_executor`);
+a cell's record is the same under either.
 """
 from __future__ import annotations
 

@@ -17,15 +17,14 @@ Probed once per defense on a few clean test points (:func:`probe_defense`):
   (:class:`attacks.adaptive.DefendedModel`: real gradients, BPDA, EOT): the share of examples whose gradient is all
   zero, and of those with a NaN or infinite entry. Either one stops gradient attacks while proving nothing.
 
-Checked per record from its own outcomes and attack (:func:`record_flags`), and across the records of a
-leaderboard row (:func:`black_box_beats_white_box`): a gradient-free attack (Square) that does better than every
-gradient attack is the classic sign of masked gradients. "Better" is paired and significant: on the same examples, it
-breaks more than each gradient attack by more than chance would (McNemar's exact test, one-sided, p < 0.05 after
-Bonferroni's correction for the several budgets at which it may lead). An attack that runs a black box among its
-members (AutoAttack ends with Square) is on neither side: it matches that black box by construction, and as a
-gradient attack it would hide the very lead the check looks for.
-Adversarial inputs outside their budget or box never reach a record (:mod:`benchmark.engine.checks` fails the cell); a record
-stores the largest perturbation it saw per budget instead.
+Checked per record from its own outcomes and attack (:func:`record_flags`), and across the records of a leaderboard row
+(:func:`black_box_beats_white_box`): a gradient-free attack (Square) that does better than every gradient attack is the
+classic sign of masked gradients. "Better" is paired and significant: on the same examples, it breaks more than each
+gradient attack by more than chance would (McNemar's exact test, one-sided, p < 0.05 after Bonferroni's correction for
+the several budgets at which it may lead). An attack that runs a black box among its members (AutoAttack ends with
+Square) is on neither side: it matches that black box by construction, and as a gradient attack it would hide the very
+lead the check looks for. Adversarial inputs outside their budget or box never reach a record
+(:mod:`benchmark.engine.checks` fails the cell); a record stores the largest perturbation it saw per budget instead.
 """
 from __future__ import annotations
 

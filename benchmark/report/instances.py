@@ -1,8 +1,8 @@
 """Which model weights a record measured, and which records may be combined into one row.
 
 A record's ``models`` names every checkpoint of the defended pipeline (classifier, PixelCNN, GAN...) with its weights'
-SHA-256 (see :meth:`benchmark.store.model_store.ModelStore.recording`). The same training configuration retrained on another
-machine gives other weights, and other numbers, so a per-example worst case over records of different weights
+SHA-256 (see :meth:`benchmark.store.model_store.ModelStore.recording`). The same training configuration retrained on
+another machine gives other weights, and other numbers, so a per-example worst case over records of different weights
 describes no model at all. Records written before fingerprints existed have no ``models``: their weights are
 "unrecorded", one group of their own.
 

@@ -5,8 +5,8 @@
   adaptive records of :data:`CURVE_ATTACKS` with at least :data:`CURVE_MIN_BUDGETS` budgets, with 95% Wilson
   intervals; the clean accuracy is the point at budget 0.
 
-Both use the records the leaderboard combines (:func:`benchmark.report.instances.split_by_weights`): one set of model weights
-per defense.
+Both use the records the leaderboard combines (:func:`benchmark.report.instances.split_by_weights`): one set of model
+weights per defense.
 """
 from __future__ import annotations
 

@@ -129,8 +129,8 @@ def _likelihood(det: LoadedDetection) -> dict[str, str]:
                      str(c["n"]), str(c["seed"])])
     note = (f"From bench detect. Oblivious adversarial inputs and the clean test points are scored by their bits per "
             f"dimension under a PixelCNN ({c['pixelcnn_size']}, {pixelcnn['key']}, test bits/dim "
-            f"{pixelcnn['test_bpd']:.3f}); the clean points average {data['clean']['mean_bpd']:.3f}. AUC is the ROC AUC "
-            f"of telling clean from adversarial inputs by bits/dim (1.00 perfect, 0.50 chance), per budget ε: "
+            f"{pixelcnn['test_bpd']:.3f}); the clean points average {data['clean']['mean_bpd']:.3f}. AUC is the ROC "
+            f"AUC of telling clean from adversarial inputs by bits/dim (1.00 perfect, 0.50 chance), per budget ε: "
             f"{lb._eps_text(c['eps'])}; \"used\" counts the adversarial inputs that differ from their clean image.")
     return {"note": note, "table": lb._table(["attack", "AUC", "adversarial used", "mean bits/dim", "n", "seed"], rows,
                                              "html")}
@@ -165,7 +165,7 @@ def render_site(records: list[LoadedRecord], detections: Sequence[LoadedDetectio
         names = _section_figures(dataset, model, list(sections), figure_names)
         pages[section] = env.get_template("section.html").render(
             title=f"{dataset} / {model}", root="", dataset=dataset, model=model, details=details,
-            eps_note="budgets in the table" if per_row_eps else f"ε {lb._eps_text(*next(iter({(r.key.eps, r.key.norm) for r in rows})))}",
+            eps_note="budgets in the table" if per_row_eps else f"ε {lb._eps_text(rows[0].key.eps, rows[0].key.norm)}",
             detection=lb._detection_table(rows, per_row_eps, "html"), likelihood=[_likelihood(d) for d in mine],
             figures=_figures(sorted(set(names) | likelihood_figures), section, site, results_dir))
         for defense in sorted({row.key.defense for row in rows}, key=natural_key):
@@ -180,6 +180,8 @@ def render_site(records: list[LoadedRecord], detections: Sequence[LoadedDetectio
             other.append({"title": f"{dataset} / {model}", "table": table})
         pages["other-weights.html"] = env.get_template("other_weights.html").render(
             title="Other model weights", root="", sections=other)
+    for static in ("style.css", "table.js"):  # shared by every page
+        pages[static] = env.loader.get_source(env, static)[0]
     pages["full.md"] = lb.render_full(records, lb.figure_links(results_dir, site / "full.md"), detections)
     pages["index.html"] = env.get_template("index.html").render(
         title="Leaderboard", root="", sections=index_sections, other_weights=bool(aside))

@@ -88,7 +88,8 @@ def user_model_name(module: nn.Module, sha256: str, arch: str | None = None) -> 
     The weights are part of the name so that records of the user's network never replace those of the project's own
     training of the same architecture."""
     registered = [e.name for e in MODELS.entries() if e.factory is type(module)]
-    arch = arch or (registered[0] if registered else re.sub(r"[^a-z0-9._-]+", "-", type(module).__name__.lower()).strip("-"))
+    own = re.sub(r"[^a-z0-9._-]+", "-", type(module).__name__.lower()).strip("-")
+    arch = arch or (registered[0] if registered else own)
     return f"{arch or 'model'}@{sha256[:8]}"
 
 
