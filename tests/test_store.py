@@ -286,3 +286,27 @@ def test_a_shipped_checkpoint_is_restored_checked_and_never_replaced(tmp_path: P
     ModelStore(tmp_path / "d", shipped=shipped).get_or_build("classifier", SPEC, _tiny(4),
                                                              lambda m: built.append(1) or {"test_accuracy": 1.0})
     assert built == [1] and any("corrupted" in r.getMessage() for r in store_logs.records)
+
+
+def test_an_unfinished_training_is_shipped_and_resumed_elsewhere(tmp_path):
+    """A training left unfinished on one machine (its partial state shipped beside the records) resumes from that
+    state on another, whose cache has none, instead of starting over."""
+    from benchmark.store.model_store import ModelStore
+
+    spec = {"dataset": "digits", "arch": "toy", "seed": 0}
+    here = ModelStore(root=tmp_path / "cache-a", shipped=tmp_path / "results" / "models")
+    folder = here.folder("classifier", spec)
+    folder.mkdir(parents=True)
+    (folder / "partial.safetensors").write_bytes(b"state")
+    (folder / "partial.json").write_text('{"epoch": 3}')
+    assert here.ship_partial("classifier", spec, tmp_path / "results" / "models")
+    there = ModelStore(root=tmp_path / "cache-b", shipped=tmp_path / "results" / "models")
+    seen = {}
+
+    def build(module):
+        seen["state"] = (there.folder("classifier", spec) / "partial.json").read_text()
+        return {"test_accuracy": 1.0}
+
+    there.get_or_build("classifier", spec, torch.nn.Linear(1, 1), build)
+    assert seen["state"] == '{"epoch": 3}'
+    assert not ModelStore(root=tmp_path / "c", shipped=None).ship_partial("classifier", spec, tmp_path / "x")

@@ -15,6 +15,7 @@ from benchmark.store.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+PARTIAL_STATE, PARTIAL_META = "partial.safetensors", "partial.json"  # an unfinished training, beside its model
 Optimizers = Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]]
 
 
@@ -32,7 +33,7 @@ class EpochCheckpoint:
     epoch."""
 
     def __init__(self, folder: Path, what: str = "training") -> None:
-        self.weights, self.meta = Path(folder) / "partial.safetensors", Path(folder) / "partial.json"
+        self.weights, self.meta = Path(folder) / PARTIAL_STATE, Path(folder) / PARTIAL_META
         self.what = what
 
     def save(self, model: nn.Module, opt: Optimizers, epoch: int, seconds: float,

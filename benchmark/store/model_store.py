@@ -36,6 +36,7 @@ from filelock import FileLock
 from torch import nn
 
 from benchmark.core.errors import BenchError
+from benchmark.store.checkpoint import PARTIAL_META, PARTIAL_STATE
 from benchmark.store.fileio import atomic_write_bytes
 from benchmark.store.hashing import canonical_json, config_hash, file_sha256
 from benchmark.store.paths import cache_dir
@@ -237,8 +238,32 @@ class ModelStore:
         with FileLock(str(folder / ".lock")):  # loaded under the lock: another process may be writing it
             meta = self.load(kind, spec, module)
             if meta is None:
+                self._restore_partial(folder)
                 meta = self.save(kind, spec, module, build(module))
             return self._note(meta)
+
+    def _restore_partial(self, folder: Path) -> None:
+        """A training that another machine left unfinished and shipped (``partial.*`` under the shipped folder, see
+        benchmark.store.checkpoint): copied into the cache when the cache has none, so the training resumes from it
+        instead of starting over. The checkpoint is checked when it is loaded, like every other."""
+        if self.shipped is None or (folder / PARTIAL_STATE).exists():
+            return
+        source = self.shipped / folder.relative_to(self.root)
+        if (source / PARTIAL_STATE).is_file() and (source / PARTIAL_META).is_file():
+            log.info("resuming the training of %s from %s", folder.relative_to(self.root).as_posix(), source)
+            atomic_write_bytes(folder / PARTIAL_STATE, (source / PARTIAL_STATE).read_bytes())
+            atomic_write_bytes(folder / PARTIAL_META, (source / PARTIAL_META).read_bytes())
+
+    def ship_partial(self, kind: str, spec: dict[str, Any], dest: Path) -> bool:
+        """Copy the unfinished training state of ``spec`` from the cache to ``dest/<kind>/<key>/`` (to resume it on
+        another machine, e.g. in a later session); whether there was one."""
+        folder = self.folder(kind, spec)
+        if not (folder / PARTIAL_STATE).is_file():
+            return False
+        target = Path(dest) / kind / folder.name
+        atomic_write_bytes(target / PARTIAL_STATE, (folder / PARTIAL_STATE).read_bytes())
+        atomic_write_bytes(target / PARTIAL_META, (folder / PARTIAL_META).read_bytes())
+        return True
 
 
 def instance_name(meta: dict[str, Any]) -> str:
