@@ -256,7 +256,7 @@ def test_speed_benchmark_compares_outputs():
     row = projection_speed("8x8x1", n=2, steps=3, restarts=2, device="cpu", peak=1e10)
     assert row["max_abs_diff"] < 1e-6 and row["speedup"] > 0 and row["mflop_per_image"] > 0
     row = dip_speed("8x8x1", n=2, iterations=3, device="cpu", peak=1e10)
-    assert row["max_abs_diff"] < 1e-6 and row["floor_share_batched"] > 0
+    assert row["max_abs_diff"] < 1e-6 and row["batched_peak_share"] > 0 and row["each_peak_share"] > 0
 
 
 def test_min_max_attack_finds_close_pairs_the_classifier_tells_apart(digits, digits_classifier):

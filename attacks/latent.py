@@ -1,0 +1,291 @@
+"""An attack in the generator's latent space on a defense that projects its input onto a GAN generator
+(``invert-and-classify``, ``invert-and-classify-robust``): the attack that broke Defense-GAN in Athalye, Carlini and
+Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018 (https://arxiv.org/abs/1802.00420),
+Section 5.4.2, for a fixed L-infinity budget.
+
+The defense classifies G(z*) where z* minimises ||G(z) - x||^2 over the latent codes its descent reaches (L steps of
+SGD from R fixed starts, the best start kept). An input x' therefore fools it when some code of a wrong class explains
+x' better than every code of the true class that the descent reaches. For a test input x with label y this attack:
+
+1. projects x as the defense does, keeping every start's end point (the codes the descent reaches, nearly all of
+   class y): the same computation as the defense's, so that its best start is the defense's z* exactly;
+2. searches, for each of the ``targets`` wrong classes t the classifier ranks highest on that projection, a latent
+   code z_t with Adam from ``starts`` points (half z* plus noise, half drawn from N(0, I)), minimising
+   ||clip(G(z_t), x - eps, x + eps) - G(z_t)||^2 (how far G(z_t) lies outside the budget's ball around x) plus
+   ``weight`` * max(0, max_{j != t} C_j(G(z_t)) - C_t(G(z_t)) + kappa) (a CW margin towards t): a wrong-class image
+   as close as can be found to the ball;
+3. starts from x' = clip(G(z_t), x - eps, x + eps), clipped to [0, 1], the point of the ball closest to the best
+   target's image, and refines it by ``refine_steps`` signed steps of ``step_size`` * eps, each moving x' towards the
+   image of the best-fitting wrong-class code A and away from that of the best-fitting true-class code B: the
+   gradient of ||G(z_A) - x'||^2 - ||G(z_B) - x'||^2 (exact by Danskin's theorem, since both codes are minimisers),
+   plus ``classifier_weight`` times the classifier's margin gradient at G(z_A). Between steps the codes follow x':
+   the R start end points by ``track_steps`` of the defense's own descent (at its final learning rate), the target
+   codes by as many Adam steps of the search's objective with ||G(z) - x'||^2 as its distance (so that they stay of
+   their class);
+4. verifies with the defense's real projection (again keeping every start's end point, which replace the tracked
+   ones) and the classifier: an image whose projection is misclassified is done and keeps that x'; the others go
+   through 3 and 4 again, ``rounds`` verifications in all. An image the defense already misclassifies is returned
+   as it is; one never fooled returns its last refined x'.
+
+Everything it returns is inside the eps ball and [0, 1] by construction (the harness re-checks it and recomputes the
+predictions with the real defense). It runs only under ``--threat adaptive`` against a defense whose one purifier is a
+GAN projection; anywhere else the cell fails with one line saying so. White-box (gradients of the generator and the
+classifier, never of the projection), fixed-eps L-infinity; its random draws (the search's starts) come from torch's
+global generator, which the harness seeds per batch, so it is repeatable.
+
+Cost per image and budget: one projection of x (shared by the budgets of a run when they attack the same batch),
+``targets * starts`` codes for ``search_steps`` generator and classifier passes, and per round one projection plus
+``refine_steps * track_steps`` passes of the R + ``targets`` tracked codes (about half a projection at the defaults);
+rounds stop for images already fooled.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from benchmark.core.attack import Attack
+from benchmark.core.errors import CellFailed
+from benchmark.core.modes import eval_mode
+from benchmark.core.options import Option
+from benchmark.core.registry import register_attack
+from benchmark.core.vocab import AttackKind, Norm
+from models.projection import Projection, check_fits, descend
+
+log = logging.getLogger(__name__)
+GENERATOR_DEFENSES = "invert-and-classify or invert-and-classify-robust"
+NAME = "latent-space"
+
+
+def _projecting_defense(model: nn.Module):
+    """The GAN projection the attacked pipeline applies, or a one-line CellFailed saying why there is none."""
+    from attacks.adaptive import DefendedModel, _parts
+
+    usage = (f"{NAME} attacks the generator of a GAN projection defense ({GENERATOR_DEFENSES}); "
+             "run it with --threat adaptive against one of them")
+    if not isinstance(model, DefendedModel):
+        raise CellFailed(f"{usage} (here it was handed a bare classifier, not a defended pipeline)")
+    purifiers = _parts(model.defense)
+    projecting = [p for p in purifiers if getattr(p, "generator", None) is not None and hasattr(p, "projection")]
+    if not projecting:
+        raise CellFailed(f"{usage} (defense {model.defense.name!r} has no generator)")
+    if len(purifiers) > 1:
+        raise CellFailed(f"{usage}, with no other purifier (defense {model.defense.name!r} has "
+                         f"{', '.join(p.name for p in purifiers)})")
+    return projecting[0]
+
+
+def project_all(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor, torch.Tensor]:
+    """The defense's projection (``models.projection.project``, the same computation) keeping every start's end:
+    G(z*) (B, C, H, W), the end codes (B, R, latent), their images (B, R, C, H, W) and errors (B, R)."""
+    check_fits(generator, x)
+    b, r = len(x), cfg.restarts
+    target = x.detach().repeat_interleave(r, 0)
+    z = cfg.starts(generator.latent).to(x.device, x.dtype).repeat(b, 1)
+    z, images = descend(generator, z, target, cfg.steps, cfg.lr, cfg.momentum, int(cfg.decay_at * cfg.steps))
+    errors = (images - target).square().flatten(1).mean(1).view(b, r)
+    rows = torch.arange(b, device=x.device) * r + errors.argmin(1)
+    return images[rows], z.view(b, r, -1), images.view(b, r, *x.shape[1:]), errors
+
+
+def margin(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Per row, the largest other logit minus the logit of ``label``: negative while ``label`` wins."""
+    own = logits.gather(1, label[:, None])[:, 0]
+    others = logits.scatter(1, label[:, None], float("-inf"))
+    return others.amax(1) - own
+
+
+def outside(images: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per row, ||clip(images, x - eps, x + eps) - images||^2: how far each image lies outside the ball around x."""
+    return ((images - x).abs() - eps).clamp(min=0).square().flatten(1).sum(1)
+
+
+@register_attack(NAME)
+class LatentSpace(Attack):
+    summary = ("wrong-class latent codes whose images explain an input in the ball better than the true class's, "
+               "verified through the real projection (Athalye et al. 2018, 5.4.2); GAN defenses, adaptive only")
+    norm, kind, library = Norm.LINF, AttackKind.FIXED, "defensebench"
+    randomised = False  # its draws come from torch's global generator, seeded per batch by the harness
+    needs_generator = True
+    own_gradients = "exact (generator and classifier)"  # it differentiates them itself, never the projection
+    OPTIONS = (
+        Option("targets", int, 3, "wrong classes searched (those the classifier ranks highest on the projection)",
+               low=1),
+        Option("starts", int, 4, "latent starts per wrong class (half the projection's code plus noise, half "
+               "random)", low=1),
+        Option("search_steps", int, 200, "Adam steps of the latent search", low=1),
+        Option("lr", float, 0.05, "Adam step size of the latent search and of the target codes' tracking", low=1e-6),
+        Option("weight", float, 1.0, "weight of the CW margin towards the wrong class against the distance", low=0),
+        Option("kappa", float, 5.0, "CW confidence: the margin in logits the latent search asks for", low=0),
+        Option("start_noise", float, 0.5, "standard deviation of the noise added to the projection's code", low=0),
+        Option("rounds", int, 4, "verifications through the real projection (each after a refinement)", low=1),
+        Option("refine_steps", int, 20, "signed input steps before each verification", low=0),
+        Option("step_size", float, 0.1, "input step size relative to the budget eps", low=1e-6),
+        Option("track_steps", int, 5, "descent steps of each tracked code per input step", low=1),
+        Option("classifier_weight", float, 1.0, "weight of the classifier's margin gradient in the input steps",
+               low=0),
+    )
+
+    def __init__(self, targets: int = 3, starts: int = 4, search_steps: int = 200, lr: float = 0.05,
+                 weight: float = 1.0, kappa: float = 5.0, start_noise: float = 0.5, rounds: int = 4,
+                 refine_steps: int = 20, step_size: float = 0.1, track_steps: int = 5,
+                 classifier_weight: float = 1.0) -> None:
+        super().__init__(targets=targets, starts=starts, search_steps=search_steps, lr=lr, weight=weight,
+                         kappa=kappa, start_noise=start_noise, rounds=rounds, refine_steps=refine_steps,
+                         step_size=step_size, track_steps=track_steps, classifier_weight=classifier_weight)
+        self._clean: tuple | None = None  # the last batch's clean projection, shared by the budgets of a run
+
+    @classmethod
+    def applies_to(cls, defense, threat):
+        from attacks.adaptive import _parts
+        from benchmark.core.vocab import Threat
+
+        if threat != Threat.ADAPTIVE:
+            return f"it attacks a GAN projection defense ({GENERATOR_DEFENSES}) under --threat adaptive only"
+        if not any(hasattr(p, "projection") for p in _parts(defense)):
+            return f"{defense.name!r} does not project onto a GAN ({GENERATOR_DEFENSES}) do"
+        return None
+
+    def run(self, model, x, y, eps):
+        defense = _projecting_defense(model)
+        generator, classifier = defense.generator, model.classifier
+        out = x.clone()
+        with eval_mode(generator), eval_mode(classifier):
+            for i in range(0, len(x), defense.batch_size):
+                rows = slice(i, i + defense.batch_size)
+                out[rows] = self._attack(generator, classifier, defense.projection, x[rows], y[rows], eps)
+        return out
+
+    def _clean_projection(self, generator, cfg, x):
+        key = (id(generator), cfg)
+        if self._clean is not None and self._clean[0] == key and torch.equal(self._clean[1], x):
+            return self._clean[2]
+        with torch.no_grad():
+            result = project_all(generator, x, cfg)
+        self._clean = (key, x.clone(), result)
+        return result
+
+    def _attack(self, generator, classifier, cfg, x, y, eps):
+        o = self._options
+        home, z_ends, _, errors = self._clean_projection(generator, cfg, x)
+        with torch.no_grad():
+            logits = classifier(home)
+        todo = (logits.argmax(1) == y).nonzero()[:, 0]  # the defense already misclassifies the others
+        out = x.clone()
+        if len(todo) == 0:
+            return out
+        x, y, z_ends, logits = x[todo], y[todo], z_ends[todo], logits[todo]
+        z_star = z_ends[torch.arange(len(todo)), errors[todo].argmin(1)]
+        k = min(o["targets"], logits.shape[1] - 1)
+        targets = logits.scatter(1, y[:, None], float("-inf")).topk(k, 1).indices  # (n, k)
+        z_targets, targets = self._search(generator, classifier, x, z_star, targets, eps)
+        x_adv = self._refine_and_verify(generator, classifier, cfg, x, y, z_ends, z_targets, targets, eps)
+        out[todo] = x_adv
+        return out
+
+    def _search(self, generator, classifier, x, z_star, targets, eps):
+        """Per image and target class, the best code of ``starts`` Adam searches (n, k, latent), and the targets,
+        both ordered best first."""
+        o = self._options
+        n, k = targets.shape
+        s = o["starts"]
+        latent = z_star.shape[-1]
+        image = torch.arange(n, device=x.device).repeat_interleave(k * s)
+        label = targets.repeat_interleave(s, 1).reshape(-1)
+        near = (torch.arange(n * k * s, device=x.device) % s) < (s + 1) // 2
+        noise = torch.randn(n * k * s, latent).to(x.device, x.dtype)
+        z = torch.where(near[:, None], z_star[image] + o["start_noise"] * noise, noise).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=o["lr"])
+        xr = x[image]
+        with torch.enable_grad():
+            for _ in range(o["search_steps"]):
+                g = generator(z)
+                loss = outside(g, xr, eps) + o["weight"] * (margin(classifier(g), label) + o["kappa"]).clamp(min=0)
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+        with torch.no_grad():
+            g = generator(z)
+            wrong = classifier(g).argmax(1) != label
+            score = (outside(g, xr, eps) + 1e6 * wrong).view(n, k, s)
+            best = score.argmin(2)  # (n, k)
+            z = z.detach().view(n, k, s, latent)[torch.arange(n)[:, None], torch.arange(k)[None], best]
+            order = score.gather(2, best[..., None])[..., 0].argsort(1)  # targets by their best score
+        return z[torch.arange(n)[:, None], order], targets.gather(1, order)
+
+    def _refine_and_verify(self, generator, classifier, cfg, x, y, z_ends, z_targets, targets, eps):
+        o = self._options
+        n = len(x)
+        with torch.no_grad():
+            x_adv = generator(z_targets[:, 0]).clamp(x - eps, x + eps).clamp(0, 1)
+        result = x_adv.clone()
+        todo = torch.arange(n, device=x.device)
+        for _ in range(o["rounds"]):
+            x_adv[todo], z_targets[todo] = self._refine(generator, classifier, cfg, x[todo], y[todo], x_adv[todo],
+                                                        z_ends[todo], z_targets[todo], targets[todo], eps)
+            result[todo] = x_adv[todo]
+            with torch.no_grad():
+                projected, ends, _, errs = project_all(generator, x_adv[todo], cfg)
+                log.debug("verify: projection's energy %.3f", float(errs.min(1).values.mean() * x[0].numel()))
+                fooled = classifier(projected).argmax(1) != y[todo]
+            z_ends[todo] = ends
+            log.debug("latent-space at eps %.4f: round fooled %d of %d", eps, int(fooled.sum()), len(todo))
+            todo = todo[~fooled]
+            if len(todo) == 0:
+                break
+        return result
+
+    def _refine(self, generator, classifier, cfg, x, y, x_adv, z_ends, z_targets, targets, eps):
+        """``refine_steps`` signed steps of x_adv towards the best-fitting wrong-class code's image and away from the
+        best-fitting true-class code's, the codes following x_adv between steps."""
+        o = self._options
+        n, r, latent = z_ends.shape
+        k = z_targets.shape[1]
+        if o["refine_steps"] == 0:
+            return x_adv, z_targets
+        ends = z_ends.flatten(0, 1).clone()
+        codes = z_targets.flatten(0, 1).clone().requires_grad_(True)
+        label = targets.reshape(-1)
+        opt = torch.optim.Adam([codes], lr=o["lr"])
+        x_adv = x_adv.clone()
+        for step in range(o["refine_steps"]):
+            ends, end_images = descend(generator, ends, x_adv.repeat_interleave(r, 0), o["track_steps"],
+                                       cfg.lr / 10, cfg.momentum)
+            xk = x_adv.repeat_interleave(k, 0)
+            with torch.enable_grad():
+                for _ in range(o["track_steps"]):
+                    g = generator(codes)
+                    loss = (g - xk).square().flatten(1).sum(1) + \
+                        o["weight"] * (margin(classifier(g), label) + o["kappa"]).clamp(min=0)
+                    opt.zero_grad(set_to_none=True)
+                    loss.sum().backward()
+                    opt.step()
+            with torch.no_grad():
+                images = torch.cat([end_images.view(n, r, *x.shape[1:]),
+                                    generator(codes).view(n, k, *x.shape[1:])], 1)  # (n, r + k, C, H, W)
+                energy = (images - x_adv[:, None]).square().flatten(2).sum(2)
+            all_images = images.flatten(0, 1).clone().requires_grad_(True)
+            with torch.enable_grad():
+                logits = classifier(all_images)
+                (grad_images,) = torch.autograd.grad(margin(logits, y.repeat_interleave(r + k)).sum(), all_images)
+            with torch.no_grad():
+                true = (logits.argmax(1) == y.repeat_interleave(r + k)).view(n, r + k)
+                inf = torch.tensor(float("inf"), device=x.device)
+                a = torch.where(true, inf, energy).argmin(1)  # best-fitting wrong-class code
+                b = torch.where(true, energy, inf).argmin(1)  # best-fitting true-class code
+                has_b = true.any(1)
+                rows = torch.arange(n, device=x.device)
+                image_a, image_b = images[rows, a], images[rows, b]
+                # descent direction of E_A - E_B - classifier_weight * margin_y(G(z_A)) in x_adv
+                grad = 2 * (image_b - image_a) - o["classifier_weight"] * grad_images.view(n, r + k, *x.shape[1:])[
+                    rows, a]
+                grad = grad * has_b.view(-1, 1, 1, 1)  # nothing to move away from: leave it
+                x_adv = (x_adv - o["step_size"] * eps * grad.sign()).clamp(x - eps, x + eps).clamp(0, 1)
+            if log.isEnabledFor(logging.DEBUG) and step in (0, o["refine_steps"] - 1):
+                ea, eb = energy[rows, a], energy[rows, b]
+                log.debug("refine: E_A<E_B %.2f, A is a target code %.2f, mean E_A %.3f E_B %.3f",
+                          float((ea < eb).float().mean()), float((a >= r).float().mean()), float(ea.mean()),
+                          float(eb[has_b].mean()))
+        return x_adv, codes.detach().view(n, k, latent)
