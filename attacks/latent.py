@@ -54,6 +54,7 @@ from benchmark.core.vocab import AttackKind, Norm
 from models.projection import Projection, check_fits, descend
 
 log = logging.getLogger(__name__)
+EXPERIMENT = {}
 GENERATOR_DEFENSES = "invert-and-classify or invert-and-classify-robust"
 NAME = "latent-space"
 
@@ -180,6 +181,7 @@ class LatentSpace(Attack):
         z_star = z_ends[torch.arange(len(todo)), errors[todo].argmin(1)]
         k = min(o["targets"], logits.shape[1] - 1)
         targets = logits.scatter(1, y[:, None], float("-inf")).topk(k, 1).indices  # (n, k)
+        EXPERIMENT["cfg"] = cfg
         z_targets, targets = self._search(generator, classifier, x, z_star, targets, eps)
         x_adv = self._refine_and_verify(generator, classifier, cfg, x, y, z_ends, z_targets, targets, eps)
         out[todo] = x_adv
@@ -196,7 +198,10 @@ class LatentSpace(Attack):
         label = targets.repeat_interleave(s, 1).reshape(-1)
         near = (torch.arange(n * k * s, device=x.device) % s) < (s + 1) // 2
         noise = torch.randn(n * k * s, latent).to(x.device, x.dtype)
-        z = torch.where(near[:, None], z_star[image] + o["start_noise"] * noise, noise).requires_grad_(True)
+        z = torch.where(near[:, None], z_star[image] + o["start_noise"] * noise, noise)
+        if EXPERIMENT.get("defense_starts"):
+            z = EXPERIMENT["cfg"].starts(latent)[:s].to(x.device, x.dtype).repeat(n * k, 1)
+        z = z.requires_grad_(True)
         opt = torch.optim.Adam([z], lr=o["lr"])
         xr = x[image]
         with torch.enable_grad():

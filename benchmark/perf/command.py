@@ -120,7 +120,7 @@ def grid(n: int, attack_spec: str, save: Path | None) -> None:
 @_save_option
 def first_command(n: int, attack_spec: str, include_all: bool, threads: int | None, save: Path | None) -> None:
     """The README's main job (`bench run --defense feature-squeezing --attack paper`, mnist5k) as a user's process:
-    cold (empty cache, shipped weights), warm (attacks rerun), rerun (everything cached); targets 300 s and 90 s."""
+    cold (empty cache, shipped weights), warm (caches kept) and with the attacks recomputed; targets 300 s and 90 s."""
     setup(True)
     from benchmark.perf.jobs import first_command as measure
 
