@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     cw,
     cw_l0,
     gradient,
+    latent,
     lbfgs,
     manifold,
     onepixel,

@@ -30,8 +30,9 @@ x' better than every code of the true class that the descent reaches. For a test
 Everything it returns is inside the eps ball and [0, 1] by construction (the harness re-checks it and recomputes the
 predictions with the real defense). It runs only under ``--threat adaptive`` against a defense whose one purifier is a
 GAN projection; anywhere else the cell fails with one line saying so. White-box (gradients of the generator and the
-classifier, never of the projection), fixed-eps L-infinity; its random draws (the search's starts) come from torch's
-global generator, which the harness seeds per batch, so it is repeatable.
+classifier, never of the projection), fixed-eps L-infinity; its random draws (the search's starts) come from its
+own generator (option ``seed``), the same for every image, so its output depends neither on torch's global seed nor
+on the batch an image is in.
 
 Cost per image and budget: one projection of x (shared by the budgets of a run when they attack the same batch),
 ``targets * starts`` codes for ``search_steps`` generator and classifier passes, and per round one projection plus
@@ -54,7 +55,6 @@ from benchmark.core.vocab import AttackKind, Norm
 from models.projection import Projection, check_fits, descend
 
 log = logging.getLogger(__name__)
-EXPERIMENT = {}
 GENERATOR_DEFENSES = "invert-and-classify or invert-and-classify-robust"
 NAME = "latent-space"
 
@@ -108,7 +108,7 @@ class LatentSpace(Attack):
     summary = ("wrong-class latent codes whose images explain an input in the ball better than the true class's, "
                "verified through the real projection (Athalye et al. 2018, 5.4.2); GAN defenses, adaptive only")
     norm, kind, library = Norm.LINF, AttackKind.FIXED, "defensebench"
-    randomised = False  # its draws come from torch's global generator, seeded per batch by the harness
+    randomised = False  # its draws come from its own seed: the same output whatever torch's global seed
     needs_generator = True
     own_gradients = "exact (generator and classifier)"  # it differentiates them itself, never the projection
     OPTIONS = (
@@ -116,26 +116,28 @@ class LatentSpace(Attack):
                low=1),
         Option("starts", int, 4, "latent starts per wrong class (half the projection's code plus noise, half "
                "random)", low=1),
-        Option("search_steps", int, 200, "Adam steps of the latent search", low=1),
+        Option("search_steps", int, 100, "Adam steps of the latent search", low=1),
         Option("lr", float, 0.05, "Adam step size of the latent search and of the target codes' tracking", low=1e-6),
         Option("weight", float, 1.0, "weight of the CW margin towards the wrong class against the distance", low=0),
         Option("kappa", float, 5.0, "CW confidence: the margin in logits the latent search asks for", low=0),
         Option("start_noise", float, 0.5, "standard deviation of the noise added to the projection's code", low=0),
-        Option("rounds", int, 4, "verifications through the real projection (each after a refinement)", low=1),
+        Option("rounds", int, 3, "verifications through the real projection (each after a refinement)", low=1),
         Option("refine_steps", int, 20, "signed input steps before each verification", low=0),
         Option("step_size", float, 0.1, "input step size relative to the budget eps", low=1e-6),
         Option("track_steps", int, 5, "descent steps of each tracked code per input step", low=1),
         Option("classifier_weight", float, 1.0, "weight of the classifier's margin gradient in the input steps",
                low=0),
+        Option("seed", int, 0, "seed of the search's starts (the same draws for every image)", low=0),
     )
 
-    def __init__(self, targets: int = 3, starts: int = 4, search_steps: int = 200, lr: float = 0.05,
-                 weight: float = 1.0, kappa: float = 5.0, start_noise: float = 0.5, rounds: int = 4,
+    def __init__(self, targets: int = 3, starts: int = 4, search_steps: int = 100, lr: float = 0.05,
+                 weight: float = 1.0, kappa: float = 5.0, start_noise: float = 0.5, rounds: int = 3,
                  refine_steps: int = 20, step_size: float = 0.1, track_steps: int = 5,
-                 classifier_weight: float = 1.0) -> None:
+                 classifier_weight: float = 1.0, seed: int = 0) -> None:
         super().__init__(targets=targets, starts=starts, search_steps=search_steps, lr=lr, weight=weight,
                          kappa=kappa, start_noise=start_noise, rounds=rounds, refine_steps=refine_steps,
-                         step_size=step_size, track_steps=track_steps, classifier_weight=classifier_weight)
+                         step_size=step_size, track_steps=track_steps, classifier_weight=classifier_weight,
+                         seed=seed)
         self._clean: tuple | None = None  # the last batch's clean projection, shared by the budgets of a run
 
     @classmethod
@@ -146,7 +148,7 @@ class LatentSpace(Attack):
         if threat != Threat.ADAPTIVE:
             return f"it attacks a GAN projection defense ({GENERATOR_DEFENSES}) under --threat adaptive only"
         if not any(hasattr(p, "projection") for p in _parts(defense)):
-            return f"{defense.name!r} does not project onto a GAN ({GENERATOR_DEFENSES}) do"
+            return f"{defense.name!r} does not project onto a GAN ({GENERATOR_DEFENSES} do)"
         return None
 
     def run(self, model, x, y, eps):
@@ -181,7 +183,6 @@ class LatentSpace(Attack):
         z_star = z_ends[torch.arange(len(todo)), errors[todo].argmin(1)]
         k = min(o["targets"], logits.shape[1] - 1)
         targets = logits.scatter(1, y[:, None], float("-inf")).topk(k, 1).indices  # (n, k)
-        EXPERIMENT["cfg"] = cfg
         z_targets, targets = self._search(generator, classifier, x, z_star, targets, eps)
         x_adv = self._refine_and_verify(generator, classifier, cfg, x, y, z_ends, z_targets, targets, eps)
         out[todo] = x_adv
@@ -197,11 +198,10 @@ class LatentSpace(Attack):
         image = torch.arange(n, device=x.device).repeat_interleave(k * s)
         label = targets.repeat_interleave(s, 1).reshape(-1)
         near = (torch.arange(n * k * s, device=x.device) % s) < (s + 1) // 2
-        noise = torch.randn(n * k * s, latent).to(x.device, x.dtype)
-        z = torch.where(near[:, None], z_star[image] + o["start_noise"] * noise, noise)
-        if EXPERIMENT.get("defense_starts"):
-            z = EXPERIMENT["cfg"].starts(latent)[:s].to(x.device, x.dtype).repeat(n * k, 1)
-        z = z.requires_grad_(True)
+        # the same draws for every image: an image's result does not depend on the batch it is in
+        noise = torch.randn(k * s, latent, generator=torch.Generator().manual_seed(o["seed"]))
+        noise = noise.to(x.device, x.dtype).repeat(n, 1)
+        z = torch.where(near[:, None], z_star[image] + o["start_noise"] * noise, noise).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=o["lr"])
         xr = x[image]
         with torch.enable_grad():
@@ -232,8 +232,7 @@ class LatentSpace(Attack):
                                                         z_ends[todo], z_targets[todo], targets[todo], eps)
             result[todo] = x_adv[todo]
             with torch.no_grad():
-                projected, ends, _, errs = project_all(generator, x_adv[todo], cfg)
-                log.debug("verify: projection's energy %.3f", float(errs.min(1).values.mean() * x[0].numel()))
+                projected, ends, _, _ = project_all(generator, x_adv[todo], cfg)
                 fooled = classifier(projected).argmax(1) != y[todo]
             z_ends[todo] = ends
             log.debug("latent-space at eps %.4f: round fooled %d of %d", eps, int(fooled.sum()), len(todo))
@@ -255,12 +254,12 @@ class LatentSpace(Attack):
         label = targets.reshape(-1)
         opt = torch.optim.Adam([codes], lr=o["lr"])
         x_adv = x_adv.clone()
-        for step in range(o["refine_steps"]):
+        for _ in range(o["refine_steps"]):
             ends, end_images = descend(generator, ends, x_adv.repeat_interleave(r, 0), o["track_steps"],
                                        cfg.lr / 10, cfg.momentum)
             xk = x_adv.repeat_interleave(k, 0)
             with torch.enable_grad():
-                for _ in range(o["track_steps"]):
+                for _ in range(o["track_steps"]):  # noqa: B007
                     g = generator(codes)
                     loss = (g - xk).square().flatten(1).sum(1) + \
                         o["weight"] * (margin(classifier(g), label) + o["kappa"]).clamp(min=0)
@@ -288,9 +287,4 @@ class LatentSpace(Attack):
                     rows, a]
                 grad = grad * has_b.view(-1, 1, 1, 1)  # nothing to move away from: leave it
                 x_adv = (x_adv - o["step_size"] * eps * grad.sign()).clamp(x - eps, x + eps).clamp(0, 1)
-            if log.isEnabledFor(logging.DEBUG) and step in (0, o["refine_steps"] - 1):
-                ea, eb = energy[rows, a], energy[rows, b]
-                log.debug("refine: E_A<E_B %.2f, A is a target code %.2f, mean E_A %.3f E_B %.3f",
-                          float((ea < eb).float().mean()), float((a >= r).float().mean()), float(ea.mean()),
-                          float(eb[has_b].mean()))
         return x_adv, codes.detach().view(n, k, latent)
