@@ -146,7 +146,7 @@ def test_every_attack_runs_against_the_defended_pipeline(name, digits, digits_cl
     eps = 0.3 if name in ("autoattack", "square") else EPS  # as in test_contracts: their short path
     wrapped = DefendedModel(model, _prepared("feature-squeezing", digits, model))
     if attack.needs_generator:  # feature squeezing has none: one line says where the attack runs
-        with pytest.raises(CellFailed, match=r"^min-max-manifold attacks the generator .* has no generator\)$"):
+        with pytest.raises(CellFailed, match=rf"^{name} attacks the generator .* has no generator\)$"):
             generate(attack, wrapped, x, y, attack.budgets((eps,)), seed=0, batch_size=8, device=CPU)
         return
     adv = generate(attack, wrapped, x, y, attack.budgets((eps,)), seed=0, batch_size=8, device=CPU)
