@@ -533,10 +533,9 @@ def _detection_section(det: LoadedDetection, figures: Sequence[str]) -> str:
 
 
 # -- the document -------------------------------------------------------------------------------------------------
-def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]],
-             sections: Iterable[tuple[str, str]], figures: Sequence[str]) -> str:
-    """A section of leaderboard.md: the headline table, then links to the site's pages (details, detection,
-    figures). ``adaptive`` and ``figures`` are used by the site (benchmark.report.site); kept for one signature."""
+def _section(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[str, str, str]]) -> str:
+    """A section of leaderboard.md: the headline table, then a link to the site's page (details, detection,
+    figures). ``adaptive``: (data set, model, defense) evaluated by an attacker who knows the defense."""
     parts = [f"## {dataset} / {model}"]
     eps = headline_eps([r for row in rows for r in row.records])
     if eps is not None:
@@ -576,7 +575,7 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
     body = ["No records yet: run `bench run` first."]
     if sections:
         adaptive = _adaptive_defenses(combined)
-        body = [_section(d, m, rows, adaptive, sections, figures) for (d, m), rows in sections.items()]
+        body = [_section(d, m, rows, adaptive) for (d, m), rows in sections.items()]
     for d in sorted(detections, key=lambda d: (d.data["config"]["dataset"], d.data["config"]["model"])):
         c = d.data["config"]
         body.append(f"Detection by PixelCNN likelihood on {c['dataset']} / {c['model']}: "
