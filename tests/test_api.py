@@ -135,6 +135,8 @@ def test_results_views(trained_tiny, tmp_path):
     assert isinstance(frame, pd.DataFrame)
     assert len(frame) == 2 * 2  # defenses x budgets (one attack, one threat model)
     assert set(frame["defense"]) == {"none", "jpeg(quality=50)"}
+    # deterministic pipelines: one draw, so the mean over draws is the accuracy itself
+    assert (frame["adversarial_accuracy_mean_over_draws"] == frame["adversarial_accuracy"]).all()
 
 
 def test_to_frame_without_pandas_names_the_extra(trained_tiny, monkeypatch):

@@ -15,7 +15,7 @@ from benchmark.core.vocab import Norm, Threat
 from benchmark.engine.adversarial import generate, predict
 from benchmark.engine.checks import check_adversarial
 from defenses.invert_and_classify import InvertAndClassify
-from models.projection import Projection, project
+from models.projection import project
 
 CPU = torch.device("cpu")
 EPS = 0.2

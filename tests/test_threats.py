@@ -518,3 +518,78 @@ def test_the_grid_clock_ticks_while_a_cell_runs(restore_cli_state):
     assert ticks >= 3
     time.sleep(0.05)
     assert len(redraws) == ticks
+
+
+# -- re-evaluation over draws and the comparison with the base classifier (Croce et al. 2022) ------------------------
+
+class _Coin(Defense):
+    """Decides by the classifier's arg max, but names the next class instead with probability 1/4 per example and
+    draw: a known per-draw error rate on every point the classifier gets right."""
+
+    name = "zz-coin"
+    classifies, randomised = True, True
+
+    def classify(self, classifier, x: torch.Tensor) -> torch.Tensor:
+        logits = classifier(x)
+        wrong = torch.rand(len(x), device=x.device) < 0.25
+        decided = torch.where(wrong, (logits.argmax(1) + 1) % logits.shape[1], logits.argmax(1))
+        return torch.nn.functional.one_hot(decided, logits.shape[1]).float()
+
+
+class _Mirror(Defense):
+    """Mirrors every digit left to right: deterministic, and much less accurate than the classifier it protects."""
+
+    name = "zz-mirror"
+    purifies = True
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(3)
+
+
+@pytest.fixture
+def draw_toys():
+    DEFENSES.names()
+    for cls in (_Coin, _Mirror):
+        DEFENSES.add(cls.name, cls, "tests")
+    yield
+    for cls in (_Coin, _Mirror):
+        DEFENSES._entries.pop(cls.name, None)
+
+
+def test_reevaluation_keeps_the_mean_and_the_worst_case_over_draws(tmp_path: Path, draw_toys, digits,
+                                                                   digits_classifier):
+    from benchmark.report.leaderboard import render_full
+    from benchmark.store.records import load_all, validate
+
+    model, _ = digits_classifier
+    plan = RunPlan(dataset="digits", defenses=("zz-coin",), attacks=("fgsm",), eps=(8 / 255,), n=N,
+                   threat=Threat.ADAPTIVE, threat_options=ThreatOptions(eot_samples=2, eval_draws=10),
+                   device="cpu", results_dir=tmp_path)
+    assert [r.status for r in run(plan)] == ["done"]
+    rec = _records(tmp_path)[("zz-coin", "fgsm")]
+    validate(rec)
+    out, draws = rec["outcomes"], rec["outcomes"]["draws_correct"]
+    with torch.no_grad():  # the points the classifier alone gets right: there the toy errs at its known rate
+        right = (model(digits.test_points(N).x).argmax(1) == torch.tensor(out["label"])).tolist()
+    on_right = [c for c, r in zip(draws["clean"], right) if r]
+    assert len(on_right) >= 30 and max(draws["clean"]) <= 10
+    assert abs(sum(on_right) / (10 * len(on_right)) - 0.75) < 0.08  # the per-draw rate of right answers
+    # the worst case over draws: right in all ten, about 0.75**10 = 6% of the points
+    assert out["clean_correct"] == [int(c == 10) for c in draws["clean"]]
+    assert sum(out["clean_correct"]) <= 0.2 * N
+    assert out["adv_correct"] == [[int(c == 10) for c in draws["adv"][0]]]
+    assert rec["summary"]["robust_accuracy_mean_over_draws"] == [round(sum(draws["adv"][0]) / (10 * N), 5)]
+    assert "(mean " in render_full(load_all(tmp_path))  # the details give the mean beside the worst case
+
+
+def test_a_defense_less_robust_than_its_base_is_flagged(tmp_path: Path, draw_toys, toy_defenses, digits_classifier):
+    from benchmark.report.headline import headlines
+    from benchmark.store.records import load_all
+
+    plan = RunPlan(dataset="digits", defenses=("none", "zz-mirror", "zz-quantise"), attacks=("fgsm", "bim"),
+                   eps=(8 / 255,), n=N, device="cpu", results_dir=tmp_path)
+    assert [r.status for r in run(plan)] == ["done"] * 6
+    flags = {h.defense: " ".join(h.flags) for h in headlines(load_all(tmp_path), (8 / 255,))}
+    assert "less robust than its base none under the same 2 attacks" in flags["zz-mirror"]
+    assert "less robust than its base" not in flags["zz-quantise"]  # rounding to 1/255 costs nothing here
+    assert "less robust than its base" not in flags["none"]

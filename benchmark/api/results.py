@@ -129,12 +129,16 @@ class Results:
                              "message": c.message})
                 continue
             cfg = c.record["config"]
+            draws = c.record["outcomes"].get("draws_correct")  # a randomised pipeline evaluated over several draws
+            per_draw = int(c.record["defense"].get("eval_draws", 1))
             for b, e in enumerate(c.eps):
                 adv = sum(c.adv_correct[b]) / max(c.n, 1)
+                mean = sum(draws["adv"][b]) / (per_draw * max(c.n, 1)) if draws else adv
                 rows.append({"dataset": cfg["dataset"], "model": cfg["model"], "defense": c.defense,
                              "attack": c.attack, "threat": c.threat, "eps": e, "norm": c.norm, "n": c.n,
                              "clean_accuracy": sum(c.clean_correct) / max(c.n, 1),
                              "robust_accuracy": sum(c.robust(b)) / max(c.n, 1), "adversarial_accuracy": adv,
+                             "adversarial_accuracy_mean_over_draws": mean,
                              "status": c.status, "record_id": c.record["id"]})
         return pd.DataFrame(rows)
 

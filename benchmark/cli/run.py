@@ -28,8 +28,9 @@ log = logging.getLogger("benchmark.cli")
                    "transfer: a separately trained substitute classifier.")
 @click.option("--eot-samples", type=click.IntRange(min=1), default=10, show_default=True,
               help="Adaptive, randomised defenses: draws of the pipeline averaged per gradient (EOT).")
-@click.option("--eval-draws", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Adaptive, randomised defenses: draws per evaluated input; correct only if correct in all.")
+@click.option("--eval-draws", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Adaptive, randomised defenses: draws per evaluated input; correct only if right in all (the "
+                   "record keeps the mean over draws too).")
 @click.option("--real-forward", is_flag=True,
               help="Adaptive: run each purifier itself in every gradient step, not the cheaper stand-in some offer "
                    "(bpda_forward); slower, and a separate record that shows what the stand-in costs the attack.")

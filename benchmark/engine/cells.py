@@ -54,6 +54,7 @@ class CleanEval:
     detected: torch.Tensor | None
     ms_per_image: torch.Tensor
     checks: dict[str, Any]  # the defense's sanity probes (benchmark.engine.sanity)
+    draw_counts: torch.Tensor | None = None  # per example, the evaluation draws it was right in
 
 
 @dataclass(frozen=True)
@@ -99,17 +100,27 @@ def defended_predictions(
     return torch.cat(preds), (torch.cat(flags) if flags else None), torch.cat(ms)
 
 
+def correct_draws(
+    defense: Defense, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+    device: torch.device, seed: int, draws: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Per example, in how many of ``draws`` independent draws the pipeline classifies ``x`` correctly (Croce et al.
+    2022 re-evaluate a randomised defense's final inputs this way); detector flags and timings of the first draw."""
+    preds, flags, ms = defended_predictions(defense, classifier, x, batch_size, device, seed)
+    counts = (preds == y).long()
+    for draw in range(1, draws):
+        counts += (defended_predictions(defense, classifier, x, batch_size, device, seed, draw)[0] == y).long()
+    return counts, flags, ms
+
+
 def defended_correct(
     defense: Defense, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
     device: torch.device, seed: int, draws: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per example, whether the pipeline classifies ``x`` correctly in every one of ``draws`` independent draws (one
     lucky draw must not make a randomised defense look robust); detector flags and timings of the first draw."""
-    preds, flags, ms = defended_predictions(defense, classifier, x, batch_size, device, seed)
-    correct = preds == y
-    for draw in range(1, draws):
-        correct &= defended_predictions(defense, classifier, x, batch_size, device, seed, draw)[0] == y
-    return correct, flags, ms
+    counts, flags, ms = correct_draws(defense, classifier, x, y, batch_size, device, seed, draws)
+    return counts == draws, flags, ms
 
 
 @torch.no_grad()
@@ -236,9 +247,9 @@ class Workbench:
                 self.prepare(defense)
                 classifier, _ = self.classifier(defense)
                 draws = eval_draws(self.plan.threat, self.defense(defense), self.plan.threat_options)
-                correct, flags, ms = defended_correct(self.defense(defense), classifier, self.points.x, self.points.y,
-                                                      self.plan.batch_size, self.device, self.plan.seed, draws)
-                self._clean[defense] = CleanEval(correct, flags, ms, self.probe(defense))
+                counts, flags, ms = correct_draws(self.defense(defense), classifier, self.points.x, self.points.y,
+                                                  self.plan.batch_size, self.device, self.plan.seed, draws)
+                self._clean[defense] = CleanEval(counts == draws, flags, ms, self.probe(defense), counts)
             except CellFailed as exc:
                 self._clean[defense] = exc
         return _value(self._clean[defense])
@@ -310,17 +321,17 @@ def evaluate_cell(bench: Workbench, defense: str, attack: str) -> CellResult:
         source, shared = bench.adversarial(defense, attack)
         classifier, meta = bench.classifier(defense)
         t0 = time.perf_counter()
-        adv_correct, detected = [], []
+        adv_counts, detected = [], []
         for x_adv in shared.adv.per_eps:
-            correct, flags, _ = defended_correct(d, classifier, x_adv, bench.points.y, bench.plan.batch_size,
-                                                 bench.device, bench.plan.seed, draws)
-            adv_correct.append(correct)
+            counts, flags, _ = correct_draws(d, classifier, x_adv, bench.points.y, bench.plan.batch_size,
+                                             bench.device, bench.plan.seed, draws)
+            adv_counts.append(counts)
             if flags is not None:
                 detected.append(flags)
     except CellFailed as exc:
         return CellResult(defense, attack, "failed", message=str(exc))
     config = cell_config(bench.plan, defense, attack, a.budgets(bench.eps), len(bench.points))
-    record = build_record(config, a, d, meta, bench.points, bench.test_hash, clean, shared.adv, adv_correct,
+    record = build_record(config, a, d, meta, bench.points, bench.test_hash, clean, shared.adv, adv_counts,
                           shared.undefended_correct, detected or None, bench.device, started,
                           time.perf_counter() - t0, source, draws, models=bench.models(defense))
     return CellResult(defense, attack, "done", record=record)
@@ -336,12 +347,15 @@ def _floats(t: torch.Tensor, digits: int = 5) -> list[float]:
 
 def build_record(
     config: dict[str, Any], attack: Attack, defense: Defense, classifier_meta: dict[str, Any], points: Split,
-    test_hash: str, clean: CleanEval, adv: AdversarialSet, adv_correct: list[torch.Tensor],
+    test_hash: str, clean: CleanEval, adv: AdversarialSet, adv_counts: list[torch.Tensor],
     undefended_correct: list[torch.Tensor], detected: list[torch.Tensor] | None, device: torch.device,
     started: float, defense_seconds: float, source: AttackSource | None = None, draws: int = 1, *,
     models: dict[str, str],
 ) -> dict[str, Any]:
+    """``adv_counts``: per budget, per example, the draws (of ``draws``) in which the defended pipeline was right;
+    an example counts as correct only if it was right in all of them."""
     n_eps = len(config["eps"])
+    adv_correct = [c == draws for c in adv_counts]
     robust = [float(c.float().mean()) for c in adv_correct]
     outcomes = {
         "label": _ints(points.y),
@@ -355,6 +369,11 @@ def build_record(
         },
         "detected": None if detected is None else [_ints(d) for d in detected],
         "clean_detected": None if clean.detected is None else _ints(clean.detected),
+        # a randomised pipeline's per-draw record: the mean over draws beside the worst case (Croce et al. 2022)
+        "draws_correct": None if draws == 1 else {
+            "clean": _ints(clean.draw_counts if clean.draw_counts is not None else clean.correct.long() * draws),
+            "adv": [_ints(c) for c in adv_counts],
+        },
     }
     assert len(adv_correct) == n_eps
     return {
@@ -375,7 +394,9 @@ def build_record(
         "test_points_sha256": test_hash,
         "outcomes": outcomes,
         "summary": {"clean_accuracy": round(float(clean.correct.float().mean()), 5),
-                    "robust_accuracy": [round(r, 5) for r in robust]},
+                    "robust_accuracy": [round(r, 5) for r in robust],
+                    **({} if draws == 1 else {"robust_accuracy_mean_over_draws": [
+                        round(float(c.float().mean()) / draws, 5) for c in adv_counts]})},
         "provenance": {
             "versions": versions(), "git_commit": git_commit(), "device": str(device),
             "torch_threads": torch.get_num_threads(),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from benchmark.core.errors import BenchError
+from benchmark.core.budgets import format_eps
 from benchmark.engine.sanity import (
     black_box_beats_white_box,
     defense_flags,
@@ -94,9 +95,10 @@ def _budget_indices(rec: LoadedRecord, eps: Sequence[float]) -> list[int] | None
         return None
 
 
-def combine(records: Sequence[tuple[LoadedRecord, list[int]]]) -> Combined:
-    """Per-example worst case over ``records`` (each with its headline-budget indices) on their common points."""
-    n = min(int(r.data["config"]["n"]) for r, _ in records)
+def combine(records: Sequence[tuple[LoadedRecord, list[int]]], at_most: int | None = None) -> Combined:
+    """Per-example worst case over ``records`` (each with its headline-budget indices) on their common points (the
+    first ``at_most`` of them, if given)."""
+    n = min([int(r.data["config"]["n"]) for r, _ in records] + ([at_most] if at_most is not None else []))
     first = records[0][0]
     labels = first.data["outcomes"]["label"][:n]
     for rec, _ in records[1:]:
@@ -136,6 +138,58 @@ def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str
     return tuple(dict.fromkeys(flags)), unchecked  # each finding once, in order of discovery
 
 
+def _classifier_weights(rec: LoadedRecord) -> str | None:
+    """The SHA-256 of the classifier weights a record measured (None for records that predate ``models``)."""
+    return next((sha for name, sha in (rec.data.get("models") or {}).items() if name.startswith("classifier/")), None)
+
+
+Group = list[tuple[LoadedRecord, list[int]]]
+
+
+def _base_finding(defense: str, recs: Group, base: str, base_recs: Group, eps: Sequence[float]) -> str | None:
+    """Croce et al. (2022) compare a test-time defense with its static base classifier under the same attacks: the
+    finding, if the defense is less robust than its base on their common attacks and test points at some budget."""
+    mine = {_attack_name(r) for r, _ in recs}
+    theirs = {_attack_name(r) for r, _ in base_recs}
+    common = mine & theirs
+    if not common:
+        return None
+    n = min(int(r.data["config"]["n"]) for r, _ in recs + base_recs)
+    ours = combine([item for item in recs if _attack_name(item[0]) in common], n)
+    base_case = combine([item for item in base_recs if _attack_name(item[0]) in common], n)
+    worse = [f"{format_eps(e)}: {round(100 * a / n)}% vs {round(100 * b / n)}%"
+             for e, a, b in zip(eps, ours.worst, base_case.worst) if a < b]
+    if not worse:
+        return None
+    return f"less robust than its base {base} under the same {len(common)} attacks ({'; '.join(worse)}; n={n})"
+
+
+def _attack_name(rec: LoadedRecord) -> str:
+    return str(rec.data["config"]["attack"])
+
+
+def _base_findings(groups: dict[tuple[str, int], Group], eps: Sequence[float]) -> dict[tuple[str, int], str]:
+    """For each defense with an inference-time part, the finding against its base: the defense of the same section
+    with no inference-time part whose records measured the same classifier weights (``none`` for the plain
+    classifier, ``adv-fgsm`` for ``adv-fgsm+pixeldefend``)."""
+    bases: dict[tuple[str, int], str] = {}
+    for (defense, seed), recs in groups.items():
+        weights = {_classifier_weights(r) for r, _ in recs}
+        if len(weights) == 1 and None not in weights and all(white_box_when_oblivious(r) for r, _ in recs):
+            bases[(weights.pop(), seed)] = defense
+    found = {}
+    for (defense, seed), recs in groups.items():
+        if all(white_box_when_oblivious(r) for r, _ in recs):
+            continue
+        weights = {_classifier_weights(r) for r, _ in recs}
+        base = bases.get((weights.pop(), seed)) if len(weights) == 1 else None
+        if base is not None:
+            finding = _base_finding(defense, recs, base, groups[(base, seed)], eps)
+            if finding:
+                found[(defense, seed)] = finding
+    return found
+
+
 def headlines(records: Sequence[LoadedRecord], eps: Sequence[float]) -> list[Headline]:
     """One headline per (defense, seed) of one section's records, sorted by the worst case (largest budget first,
     highest first), ties by name."""
@@ -146,11 +200,15 @@ def headlines(records: Sequence[LoadedRecord], eps: Sequence[float]) -> list[Hea
             c = rec.data["config"]
             groups.setdefault((str(c["defense"]), int(c["seed"])), []).append((rec, idx))
     out = []
-    for (defense, seed), recs in groups.items():
+    for recs in groups.values():
         recs.sort(key=lambda item: str(item[0].path))
+    against_base = _base_findings(groups, eps)
+    for (defense, seed), recs in groups.items():
         per_threat = {t: combine([r for r in recs if _counts_as(r[0], t)]) for t in THREATS
                       if any(_counts_as(r[0], t) for r in recs)}
         flags, unchecked = _flags(recs)
+        if (defense, seed) in against_base:
+            flags += (against_base[(defense, seed)],)
         out.append(Headline(defense, seed, combine(recs), per_threat, flags, unchecked))
 
     def order(h: Headline) -> tuple[Any, ...]:

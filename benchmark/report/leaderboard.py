@@ -101,7 +101,9 @@ then applies the defense (the PixelDefend paper's protocol), `adaptive` attacks 
 and EOT where needed (the honest number), `transfer` attacks a separately trained substitute. A defense with no
 inference-time part (adversarial training, label smoothing) is its classifier, so its oblivious attacks count as
 adaptive. {OBLIVIOUS_MARK} marks a defense with no adaptive numbers. "paper" is the PixelDefend paper's own worst
-case for that row. "checks" lists what the sanity checks found ("ok": nothing). "weights" names the trained weights
+case for that row. "checks" lists what the sanity checks found ("ok": nothing), among them a defense that is less
+robust than its base classifier (the row of the same weights with no inference-time part, e.g. `none`) under the
+attacks both ran, on their common test points (Croce et al. 2022 found such test-time defenses). "weights" names the trained weights
 the row measured (kept under `results/models/`). Budgets are in [0, 1] pixel space; fixed-budget attacks
 ({_names(fixed)}) run at each budget; minimal-perturbation attacks ({_names(minimal)}) run until they fool the
 classifier and are then clipped into the L∞ ball of each budget, as in the paper.
@@ -111,7 +113,9 @@ classifier and are then clipped into the L∞ ball of each budget, as in the pap
 DETAILS_NOTE = """**Details** (second table of a section): each row is one defense under one threat model, on the same n test
 points (seed), budgets ε and attacks. Cells give accuracy in % per budget, in the order listed: "clean" is the
 defended pipeline on clean inputs, an attack's column the defended pipeline on that attack's adversarial inputs;
-"worst case" is per example over the row's attacks. "↳" rows give published numbers, beside ours where data set,
+"worst case" is per example over the row's attacks. A randomised pipeline under adaptive attack is evaluated
+over several draws (the row's "draws"): its cells count an example only if every draw was right, and give the mean
+over draws after it in parentheses, as Croce et al. (2022) report test-time defenses. "↳" rows give published numbers, beside ours where data set,
 classifier, defense and budgets match. ‡ marks a worst case over fewer attacks than the section has."""
 
 
@@ -287,12 +291,18 @@ def _table(headers: list[str], rows: list[list[str]], fmt: str = "github") -> st
 
 
 def _attack_cells(row: Row, attacks: Sequence[str]) -> list[str]:
+    """Per attack: accuracy per budget; for a pipeline evaluated over several draws, the mean over draws after it."""
     by_attack = {_attack(r): r for r in row.records}
     cells = []
     for name in attacks:
         rec = by_attack.get(name)
         counts = _counts(_outcomes(rec)["adv_correct"]) if rec else None
-        cells.append(_joined(_percent(k, row.key.n) for k in counts) if counts is not None else DASH)
+        cell = _joined(_percent(k, row.key.n) for k in counts) if counts is not None else DASH
+        draws = _outcomes(rec).get("draws_correct") if rec else None
+        if draws:
+            per_draw = int(rec.data["defense"]["eval_draws"])
+            cell += " (mean " + _joined(_percent(Fraction(sum(c), per_draw), row.key.n) for c in draws["adv"]) + ")"
+        cells.append(cell)
     return cells
 
 

@@ -30,8 +30,11 @@ run never leaves a partial one. The schema (version 1):
                 pipeline on the adversarial input, per budget); ``undefended_adv_correct`` (the classifier alone,
                 per budget); ``defense_ms`` (defense time per example); ``unbounded`` (minimal attacks: whether the
                 unclipped attack fooled the classifier, and its L0/L2/Linf size; null for fixed-eps attacks);
-                ``detected`` and ``clean_detected`` (defenses that detect; else null)
-``summary``     clean_accuracy and robust_accuracy per budget (derived from outcomes, for humans)
+                ``detected`` and ``clean_detected`` (defenses that detect; else null); ``draws_correct``
+                (a pipeline evaluated over ``defense.eval_draws`` > 1 draws: per example the draws it was right
+                in, ``clean`` and ``adv`` per budget; ``clean_correct``/``adv_correct`` hold "right in all")
+``summary``     clean_accuracy and robust_accuracy per budget (derived from outcomes, for humans; over several draws
+                also robust_accuracy_mean_over_draws)
 ``provenance``  package versions, git commit, device, start time, wall seconds
 
 Every record is checked against this schema whenever it is read or written (:func:`validate`). The machine-readable
@@ -207,6 +210,15 @@ def validate(record: Any, path: Path | None = None) -> None:
                 per_example(f"outcomes.{key}[{i}]", row)
     if out.get("clean_detected") is not None:
         per_example("outcomes.clean_detected", out["clean_detected"])
+    draws = out.get("draws_correct")
+    if draws is not None:
+        most = int((record.get("defense") or {}).get("eval_draws", 1))
+        per_example("outcomes.draws_correct.clean", draws["clean"])
+        per_budget("outcomes.draws_correct.adv", draws["adv"])
+        for name, row in [("clean", draws["clean"])] + [(f"adv[{i}]", r) for i, r in enumerate(draws["adv"])]:
+            per_example(f"outcomes.draws_correct.{name}", row)
+            _check(max(row, default=0) <= most, f"outcomes.draws_correct.{name}: counts up to {max(row)} correct "
+                                                f"draws, more than defense.eval_draws ({most})")
     for key, values in (out.get("unbounded") or {}).items():
         if isinstance(values, list):
             per_example(f"outcomes.unbounded.{key}", values)
