@@ -48,6 +48,21 @@ def test_interrupted_training_resumes_where_it_stopped(digits, resumes_after_a_k
     assert metrics["test_bpd"] > 0
 
 
+def test_pixelcnn_training_killed_inside_an_epoch_resumes_to_the_same_weights(digits, resumes_after_a_kill):
+    from dataclasses import replace
+
+    cfg = replace(pixelcnn_config("digits", "tiny"), dropout=0.2)  # dropout draws: their state must resume too
+    assert len(digits.train) > 2 * cfg.batch_size, "the first save must fall inside the first epoch"
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_pixelcnn(digits.shape, cfg)
+
+    # saves after every batch: the kill comes after the first epoch's first batch
+    resumes_after_a_kill(
+        fresh, lambda model, folder: train_pixelcnn(model, digits, cfg, torch.device("cpu"), 0, folder, save_every=0))
+
+
 def test_samples_are_8_bit_images_and_seeded(tiny_pixelcnn):
     model, _ = tiny_pixelcnn
     a, b = sample(model, 3, seed=5), sample(model, 3, seed=5)

@@ -100,8 +100,12 @@ def _reference_points(train: Split, seed: int) -> torch.Tensor:
 
 
 def train_pixelcnn(model: nn.Module, dataset: Dataset, cfg: PixelCNNConfig, device: torch.device, seed: int,
-                   folder: Path, desc: str = "train pixelcnn") -> dict[str, Any]:
-    """Adam with a cosine-decayed learning rate on the training split; returns the metrics stored with the model."""
+                   folder: Path, desc: str = "train pixelcnn", save_every: float = 300.0) -> dict[str, Any]:
+    """Adam with a cosine-decayed learning rate on the training split; returns the metrics stored with the model.
+
+    The state is kept in ``folder`` after each epoch and every ``save_every`` seconds inside one (an epoch of
+    CIFAR-10 takes over an hour of CPU), so an interrupted training resumes at its last save and ends with the
+    weights of an uninterrupted one."""
     model.to(device)
     train = dataset.train
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -109,24 +113,36 @@ def train_pixelcnn(model: nn.Module, dataset: Dataset, cfg: PixelCNNConfig, devi
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = EpochCheckpoint(folder, "PixelCNN training")
-    done, seconds, _ = checkpoint.load(model, opt)
-    if done:
-        log.info("resuming PixelCNN training after epoch %d of %d", done, cfg.epochs)
+    done, seconds, extra = checkpoint.load(model, opt)
+    first = int(extra["batch"]) if "batch" in extra else 0  # batches done in the unfinished epoch
+    if done or first:
+        log.info("resuming PixelCNN training at epoch %d of %d, batch %d", done + 1, cfg.epochs, first)
+        if "rng.torch" in extra:  # dropout's draws go on as if never interrupted
+            torch.set_rng_state(extra["rng.torch"])
 
     def lr_at(step: int) -> float:
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
 
-    bar = progress(total=total, initial=done * steps_per_epoch, desc=desc, unit="batch")
+    bar = progress(total=total, initial=done * steps_per_epoch + first, desc=desc, unit="batch")
     images = 0
     start = time.perf_counter()
+
+    def save(epochs_done: int, batch: int = 0) -> float:
+        state = {"rng.torch": torch.get_rng_state()}
+        if batch:
+            state["batch"] = torch.tensor(batch)
+        checkpoint.save(model, opt, epochs_done, seconds + time.perf_counter() - start, state)
+        return time.monotonic()
+
+    last_save = time.monotonic()
     for epoch in range(done, cfg.epochs):
         model.train()
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)  # the order of an epoch does not depend on resuming
         perm = torch.randperm(len(train), generator=gen)
-        for j, i in enumerate(range(0, len(train), cfg.batch_size)):
+        for j in range(first, steps_per_epoch):
             for group in opt.param_groups:
                 group["lr"] = lr_at(epoch * steps_per_epoch + j)
-            x = train.x[perm[i : i + cfg.batch_size]].to(device)
+            x = train.x[perm[j * cfg.batch_size : (j + 1) * cfg.batch_size]].to(device)
             loss = model.bits_per_dim(x).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -134,7 +150,10 @@ def train_pixelcnn(model: nn.Module, dataset: Dataset, cfg: PixelCNNConfig, devi
             images += len(x)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, bpd=f"{loss.item():.3f}", refresh=False)
-        checkpoint.save(model, opt, epoch + 1, seconds + time.perf_counter() - start)
+            if j + 1 < steps_per_epoch and time.monotonic() - last_save > save_every:
+                last_save = save(epoch, j + 1)
+        first = 0
+        last_save = save(epoch + 1)
     bar.close()
     elapsed = time.perf_counter() - start
     model.eval()
