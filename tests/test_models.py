@@ -37,8 +37,11 @@ def test_interrupted_classifier_training_resumes_to_the_same_weights(digits, res
     def loss(model, x, y):  # draws random numbers, as adversarial training does: their state must resume too
         return F.cross_entropy(model((x + 0.01 * torch.randn_like(x)).clamp(0, 1)), y)
 
-    resumes_after_a_kill(
+    metrics = resumes_after_a_kill(
         fresh, lambda model, folder: train_classifier(model, digits, cfg, loss, torch.device("cpu"), 0, folder=folder))
+    # the wall time spans the resume: both runs' parts, kept in the training state
+    assert metrics["train_seconds"] > 0
+    assert metrics["seconds_per_epoch"] == pytest.approx(metrics["train_seconds"] / cfg.epochs, abs=0.1)
 
 
 def test_classifier_training_killed_inside_an_epoch_resumes_to_the_same_weights(digits, resumes_after_a_kill):

@@ -182,3 +182,21 @@ def test_perf_api_smoke(tmp_path, isolated_cache, digits_classifier):
     (row,) = data["rows"]
     assert row["cells"] == 1 and row["bench_run_s"] > 0 and row["evaluate_s"] > 0
     assert row["ratio"] == pytest.approx(row["evaluate_s"] / row["bench_run_s"], rel=0.05)
+
+
+def test_perf_training_gives_the_epoch_cost_of_each_model(tmp_path, digits):
+    """`bench perf training` on digits, tiny: each classifier x training defense and the PixelCNN get a row whose
+    minutes per epoch are its measured step times the batches of an epoch; adversarial training costs more."""
+    save = tmp_path / "saved"
+    result = _bench("perf", "training", "--dataset", "digits", "--model", "vgg", "--defense", "none,adv-bim",
+                    "--steps", "2", "--threads", "1", "--save", str(save))
+    assert result.exit_code == 0, result.output
+    data = json.loads((save / "training_digits.json").read_text())
+    rows = {(r["model"], r["defense"]): r for r in data["rows"]}
+    assert set(rows) == {("vgg", "none"), ("vgg", "adv-bim"), ("pixelcnn (small)", "-")}
+    for r in rows.values():
+        assert r["batches_per_epoch"] == -(-len(digits.train) // r["batch"])
+        assert r["minutes_per_epoch"] == pytest.approx(r["seconds_per_batch"] * r["batches_per_epoch"] / 60, abs=0.06)
+    assert rows[("vgg", "adv-bim")]["seconds_per_batch"] > rows[("vgg", "none")]["seconds_per_batch"]
+    assert rows[("pixelcnn (small)", "-")]["train_images_per_second"] > 0
+    assert "bench perf training --dataset digits" in data["command"]

@@ -287,6 +287,36 @@ def network_perf(dataset: str, model_names: str, n: int, steps: int, device: str
                    device=device)
 
 
+@perf.command("training")
+@click.option("--dataset", default="cifar10", show_default=True)
+@click.option("--model", "model_names", default="resnet,vgg", show_default=True, help="Comma-separated classifiers.")
+@click.option("--defense", "defense_names", default="none,adv-fgsm,adv-bim,label-smoothing", show_default=True,
+              help="Comma-separated training-time defenses (their losses set the step's cost).")
+@click.option("--pixelcnn/--no-pixelcnn", default=True, show_default=True, help="Also the PixelCNN (small preset).")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed steps after an untimed first one; their mean is reported.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Folder with the data set (default: $BENCH_DATA or the cache).")
+@click.option("--device", default="auto", show_default=True)
+@_threads_option
+@_save_option
+def training_perf(dataset: str, model_names: str, defense_names: str, pixelcnn: bool, steps: int,
+                  data_root: str | None, device: str, threads: int | None, save: Path | None) -> None:
+    """Minutes per epoch of each classifier (per training defense) and of the PixelCNN, at the default configs."""
+    setup(True)
+    from benchmark.perf.timing import pinned_threads
+    from benchmark.perf.training import classifier_epoch_cost, pixelcnn_epoch_cost
+
+    def names(text: str) -> list[str]:
+        return [m.strip() for m in text.split(",") if m.strip()]
+
+    with pinned_threads(threads):
+        rows = classifier_epoch_cost(dataset, names(model_names), names(defense_names), steps, device, data_root)
+        if pixelcnn:
+            rows.append(pixelcnn_epoch_cost(dataset, steps, device=device, data_root=data_root))
+        _emit_perf(f"training_{dataset}", rows, save, device=device)
+
+
 @perf.command("adaptive")
 @click.option("--dataset", default="mnist5k", show_default=True)
 @click.option("--model", default="resnet", show_default=True)

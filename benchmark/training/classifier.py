@@ -106,9 +106,9 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.2)
     checkpoint = EpochCheckpoint(folder, "classifier training") if folder is not None else None
-    done, start, extra = 0, 0, {}
+    done, start, extra, seconds = 0, 0, {}, 0.0
     if checkpoint is not None:
-        done, _, extra = checkpoint.load(model, opt)
+        done, seconds, extra = checkpoint.load(model, opt)
         start = int(extra["batch"]) if "batch" in extra else 0  # batches done in the unfinished epoch
         if done or start:
             log.info("resuming %s at epoch %d of %d, batch %d", desc, done + 1, cfg.epochs, start)
@@ -122,12 +122,18 @@ def train_classifier(
                    unit="batch")
     model.train()
 
+    # the wall time of a training resumed from a state that did not keep its own is unknown
+    timed = not (done or start) or "timed" in extra
+    began = time.perf_counter()
+
     def save(epochs_done: int, perm: torch.Tensor, batch: int = 0) -> float:
         """Keep the state; ``batch`` > 0 is a save inside an epoch (its order and position go along). Returns when."""
         state = {"rng.data": gen.get_state(), "rng.torch": torch.get_rng_state()}
+        if timed:
+            state["timed"] = torch.tensor(1)
         if batch:
             state.update({"perm": perm, "batch": torch.tensor(batch)})
-        checkpoint.save(model, opt, epochs_done, 0.0, state)
+        checkpoint.save(model, opt, epochs_done, seconds + time.perf_counter() - began, state)
         return time.monotonic()
 
     last_save = time.monotonic()
@@ -150,11 +156,17 @@ def train_classifier(
         if checkpoint is not None and epoch + 1 < cfg.epochs:
             last_save = save(epoch + 1, perm)
     bar.close()
+    train_seconds = seconds + time.perf_counter() - began
     model.eval()
     metrics = {
         "val_accuracy": accuracy(model, dataset.val, device),
         "test_accuracy": accuracy(model, dataset.test, device),
         "train_images": len(train),
+        # wall time as the training ran (resumes included); None when part of it went unmeasured
+        "train_seconds": round(train_seconds, 1) if timed else None,
+        "seconds_per_epoch": round(train_seconds / cfg.epochs, 1) if timed else None,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
     }
     if checkpoint is not None:
         checkpoint.remove()
