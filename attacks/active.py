@@ -153,12 +153,15 @@ def gaussian_blur() -> type:
 
 
 @functools.cache
-def l2_fast_gradient() -> type:
-    """foolbox's ``L2FastGradientAttack`` taking the gradient at the clean inputs as given."""
+def fast_gradient(norm: str) -> type:
+    """foolbox's ``L2FastGradientAttack`` (``norm="l2"``) or ``LinfFastGradientAttack`` (``"linf"``) taking the
+    gradient at the clean inputs as given."""
     import eagerpy as ep
     import foolbox as fb
 
-    class GivenGradientL2FastGradient(fb.attacks.L2FastGradientAttack):
+    base = {"l2": fb.attacks.L2FastGradientAttack, "linf": fb.attacks.LinfFastGradientAttack}[norm]
+
+    class GivenGradientFastGradient(base):
         def __init__(self, gradient: torch.Tensor) -> None:
             super().__init__(random_start=False)
             self._gradient = gradient
@@ -166,7 +169,7 @@ def l2_fast_gradient() -> type:
         @staticmethod
         def gradient_at(fmodel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             """foolbox's own loss (summed cross-entropy) and gradient at ``x``, as its ``run`` computes them."""
-            attack = fb.attacks.L2FastGradientAttack()
+            attack = base()
             _, gradient = attack.value_and_grad(attack.get_loss_fn(fmodel, ep.astensor(y)), ep.astensor(x))
             return gradient.raw
 
@@ -175,4 +178,4 @@ def l2_fast_gradient() -> type:
                 raise ValueError(f"the given gradient has shape {tuple(self._gradient.shape)}, the inputs {x.shape}")
             return ep.astensor(torch.zeros((), device=self._gradient.device)), ep.astensor(self._gradient)
 
-    return GivenGradientL2FastGradient
+    return GivenGradientFastGradient

@@ -12,7 +12,7 @@ from benchmark.core.options import Option
 from benchmark.core.registry import register_attack
 from benchmark.core.vocab import AttackKind, Norm
 
-from .active import deepfool_l2, l2_fast_gradient
+from .active import deepfool_l2, fast_gradient
 from .adapters import foolbox_minimal, foolbox_model, foolbox_sweep
 
 
@@ -27,6 +27,28 @@ class FGSM(Attack):
 
         _, adv, _ = fb.attacks.LinfFastGradientAttack()(foolbox_model(model, x.device), x, y, epsilons=eps)
         return adv
+
+
+@register_attack("fgsm-sweep")
+class FGSMSweep(Attack):
+    summary = ("fast gradient sign method, smallest fooling step of a sweep (foolbox 1's GradientSignAttack, as the "
+               "PixelDefend reproduction runs it to success)")
+    norm, kind, library = Norm.LINF, AttackKind.MINIMAL, "foolbox"
+    OPTIONS = (
+        Option("sweep", int, 60, "L-infinity budgets tried, geometrically spaced from max_eps/1000", low=1),
+        Option("max_eps", float, 1.0, "largest budget tried", low=1e-6, high=1),
+    )
+
+    def __init__(self, sweep: int = 60, max_eps: float = 1.0) -> None:
+        super().__init__(sweep=sweep, max_eps=max_eps)
+
+    def run(self, model, x, y, eps):
+        # the sign of one gradient at x, whatever the step: computed once, as FGM's
+        fgsm = fast_gradient("linf")
+        gradient = fgsm.gradient_at(foolbox_model(model, x.device), x, y)
+        top = self._options["max_eps"]
+        budgets = np.geomspace(top / 1000, top, self._options["sweep"]).tolist()
+        return foolbox_sweep(lambda rows: fgsm(gradient[rows]), model, x, y, budgets)
 
 
 @register_attack("fgm")
@@ -50,7 +72,7 @@ class FGM(Attack):
 
     def run(self, model, x, y, eps):
         # FGM's one step starts at x whatever the budget: foolbox's gradient, computed once (active.py)
-        fgm = l2_fast_gradient()
+        fgm = fast_gradient("l2")
         gradient = fgm.gradient_at(foolbox_model(model, x.device), x, y)
         return foolbox_sweep(lambda rows: fgm(gradient[rows]), model, x, y, self.sweep_budgets(x))
 

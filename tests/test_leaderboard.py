@@ -295,7 +295,8 @@ def test_no_paper_row_when_budgets_differ(tmp_path: Path) -> None:
 
 def test_paper_tables_map_to_our_names() -> None:
     rows = paper.paper_rows()
-    assert len(rows) == 26  # Tables 1 and 2 (22 rows) and the robust manifold slides (2 defenses x 2 budget sets)
+    # Tables 1 and 2 (22 rows), the robust manifold slides (2 defenses x 2 budget sets), the reproduction poster (1)
+    assert len(rows) == 27
     row = paper.find("cifar10", "vgg", "pixeldefend", (2 / 255, 8 / 255, 16 / 255))
     assert row is not None and row.source.endswith("(Table 2)") and len(row.eps) == 3
     assert row.cells["cw-linf"] == (81, 79, 79) and row.cells[paper.WORST_CASE] == (80, 61, 48)
@@ -312,6 +313,11 @@ def test_paper_tables_map_to_our_names() -> None:
     unbounded = paper.find("mnist", "resnet", "invert-and-classify", paper.UNBOUNDED)
     assert unbounded is not None and unbounded.cells == {paper.CLEAN: (84,), "cw": (77,), "cw-l0": (65,)}
     assert paper.find("mnist", "resnet", "none", (1.0,)).cells["cw-l0"] == (0,)
+    # the reproduction poster: attacks run to success on the undefended ResNet, then PixelDefend; its bim is unknown
+    poster = paper.find("cifar10", "resnet", "pixeldefend", paper.UNBOUNDED)
+    assert poster is not None and poster.source.startswith("reproduction poster")
+    assert poster.cells[paper.CLEAN] == (82,) and poster.cells["fgsm-sweep"] == (64,)
+    assert poster.cells["contrast-reduction"] == (87,) and "bim" not in poster.cells and poster.worst_case is None
 
 
 # -- detection and figures ----------------------------------------------------------------------------------------
