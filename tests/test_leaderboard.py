@@ -646,3 +646,28 @@ def test_the_weights_with_most_records_win_then_the_latest(tmp_path: Path) -> No
     combined, _ = split_by_weights([records.LoadedRecord(Path("x.json"), weighed(make_record(
         "fgsm", [fooled(n, []), fooled(n, [])], defense="adv-fgsm"), new))])
     assert len(combined) == 1
+
+
+def test_models_table_lists_shipped_and_unfinished_trainings(tmp_path: Path) -> None:
+    from benchmark.report.models import model_rows
+
+    def ship(kind: str, key: str, files: dict) -> None:
+        folder = tmp_path / "models" / kind / key
+        folder.mkdir(parents=True)
+        for name, content in files.items():
+            (folder / name).write_text(json.dumps(content))
+
+    spec = {"dataset": "cifar10", "arch": "vgg", "training_defense": None, "train": {"epochs": 30}}
+    ship("classifier", "aaaa1111bbbb2222", {"meta.json": {"spec": spec, "metrics": {"test_accuracy": 0.8976}}})
+    resnet = {**spec, "arch": "resnet"}
+    ship("classifier", "cccc3333dddd4444", {"partial.json": {"epoch": 2, "seconds": 0.0},
+                                            "partial-spec.json": {"kind": "classifier", "spec": resnet}})
+    ship("pixelcnn", "eeee5555ffff6666", {"meta.json": {"spec": {"dataset": "cifar10", "arch": "pixelcnn",
+                                                                 "train": {"epochs": 1}},
+                                                        "metrics": {"test_bpd": 3.5, "train_seconds": 7200}}})
+    rows = model_rows(tmp_path)
+    assert rows[0] == ["classifier", "cifar10", "resnet (normal)", "cccc3333dd",
+                       "unfinished: 2 of 30 epochs done (resumable)", "92%, Song et al. 2018 (Table 2)", "30 epochs"]
+    assert rows[1][2:5] == ["vgg (normal)", "aaaa1111bb", "test accuracy 89.8%"]
+    assert rows[1][5] == "89%, Song et al. 2018 (Table 2)"
+    assert rows[2][4:] == ["test 3.500 bits/dim; trained in 2.0 h", "PixelCNN++: 2.92 bits/dim", "1 epoch"]

@@ -64,6 +64,7 @@ from benchmark.engine.detection import (
     load_detections,
 )
 from benchmark.report import paper
+from benchmark.report.models import model_rows
 from benchmark.report.headline import (
     Combined,
     Headline,
@@ -108,6 +109,13 @@ the row measured (kept under `results/models/`). Budgets are in [0, 1] pixel spa
 ({_names(fixed)}) run at each budget; minimal-perturbation attacks ({_names(minimal)}) run until they fool the
 classifier and are then clipped into the L∞ ball of each budget, as in the paper.
 """
+
+
+MODEL_HEADERS = ["kind", "data set", "model", "key", "measured", "published", "training"]
+MODELS_NOTE = """The trained models under `results/models/<kind>/<key>/` (records name them `<kind>/<key>`), what
+their training measured (`bench train`), and the published figure beside it: the PixelDefend paper's clean accuracy
+of its normally trained networks, PixelCNN++'s test bits/dim on CIFAR-10 (Salimans et al. 2017). An unfinished
+training is shipped as its resumable state: `bench train` with the same settings continues it."""
 
 
 DETAILS_NOTE = """**Details** (second table of a section): each row is one defense under one threat model, on the same n test
@@ -575,11 +583,12 @@ def _aside_section(records: list[LoadedRecord]) -> str:
     return "\n\n".join(parts)
 
 
-def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections: Sequence[LoadedDetection] = ()
-           ) -> str:
+def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections: Sequence[LoadedDetection] = (),
+           models: Sequence[Sequence[str]] = ()) -> str:
     """The whole text of ``leaderboard.md`` for ``records`` and detection records ``detections`` (any order): per
     data set and classifier its headline and a link to the site's pages (:mod:`benchmark.report.site`), which hold
-    the details, the detection tables, the figures and the records of other model weights."""
+    the details, the detection tables, the figures and the records of other model weights; then the table of the
+    trained models, ``models`` (rows of :func:`benchmark.report.models.model_rows`)."""
     combined, aside = split_by_weights(records)
     sections = _sections(combined)
     body = ["No records yet: run `bench run` first."]
@@ -594,6 +603,8 @@ def render(records: list[LoadedRecord], figures: Sequence[str] = (), detections:
         body.append(f"Records of other model weights than the rows above combine: [{SITE}/other-weights.html]"
                     f"({SITE}/other-weights.html).")
     body.append(f"Every table in one Markdown page (details, detection, figures): [{SITE}/full.md]({SITE}/full.md).")
+    if models:
+        body += ["## Models", MODELS_NOTE, _table(MODEL_HEADERS, [list(row) for row in models])]
     kinds = {_attack(r): (r.data.get("attack") or {}).get("kind") for r in records}
     text = header([a for a, k in kinds.items() if k == "fixed-eps"], [a for a, k in kinds.items() if k == "minimal"])
     return text + "\n" + "\n\n".join(body) + "\n"
@@ -659,7 +670,8 @@ def render_full(records: list[LoadedRecord], figures: Sequence[str] = (), detect
 
 def expected(results_dir: Path, output: Path) -> str:
     """The text :func:`write` would give ``output``; a BenchError naming every record that does not validate."""
-    return render(load_all(results_dir), figure_links(results_dir, output), load_detections(results_dir))
+    return render(load_all(results_dir), figure_links(results_dir, output), load_detections(results_dir),
+                  model_rows(results_dir))
 
 
 def write(results_dir: Path, output: Path) -> bool:

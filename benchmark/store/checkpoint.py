@@ -16,6 +16,7 @@ from benchmark.store.fileio import atomic_write_text
 log = logging.getLogger(__name__)
 
 PARTIAL_STATE, PARTIAL_META = "partial.safetensors", "partial.json"  # an unfinished training, beside its model
+PARTIAL_SPEC = "partial-spec.json"  # what a shipped unfinished training trains (kind and spec)
 Optimizers = Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer]]
 
 

@@ -36,8 +36,8 @@ from filelock import FileLock
 from torch import nn
 
 from benchmark.core.errors import BenchError
-from benchmark.store.checkpoint import PARTIAL_META, PARTIAL_STATE
-from benchmark.store.fileio import atomic_write_bytes
+from benchmark.store.checkpoint import PARTIAL_META, PARTIAL_SPEC, PARTIAL_STATE
+from benchmark.store.fileio import atomic_write_bytes, atomic_write_text
 from benchmark.store.hashing import canonical_json, config_hash, file_sha256
 from benchmark.store.paths import cache_dir
 
@@ -263,6 +263,8 @@ class ModelStore:
         target = Path(dest) / kind / folder.name
         atomic_write_bytes(target / PARTIAL_STATE, (folder / PARTIAL_STATE).read_bytes())
         atomic_write_bytes(target / PARTIAL_META, (folder / PARTIAL_META).read_bytes())
+        # what is being trained, for readers of the shipped folder (the leaderboard's models table)
+        atomic_write_text(target / PARTIAL_SPEC, json.dumps({"kind": kind, "spec": spec}, indent=1, sort_keys=True))
         return True
 
 
