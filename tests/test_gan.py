@@ -171,7 +171,7 @@ def test_adaptive_attacks_on_the_deep_image_prior_take_the_refreshed_fit_unless_
     real, recorded = adaptive_target(classifier, defense, ThreatOptions(stand_ins=False), pgd)
     assert real._forwards == [None] and "bpda_forward" not in recorded
     # record ids: unchanged for the default, a separate record with the stand-ins off
-    assert config_options(Threat.ADAPTIVE, "resnet", 0, ThreatOptions()) == {"eot_samples": 10, "eval_draws": 5}
+    assert config_options(Threat.ADAPTIVE, "resnet", 0, ThreatOptions()) == {"eot_samples": 10, "eval_draws": 10}
     assert config_options(Threat.ADAPTIVE, "resnet", 0, ThreatOptions(stand_ins=False))["bpda_forward"] == "real"
     assert DefendedModel(classifier, defense, 1, stand_ins=False).bpda_forwards() == {}
 
