@@ -35,7 +35,8 @@ def _published(kind: str, spec: dict[str, Any]) -> str:
         return f"PixelCNN++: {PIXELCNN_PLUS_PLUS[dataset]} bits/dim"
     if kind == "classifier" and not spec.get("training_defense"):
         for row in paper.paper_rows():
-            if (row.dataset, row.model, row.defense) == (dataset, spec.get("arch"), "none") and row.eps != paper.UNBOUNDED:
+            same = (row.dataset, row.model, row.defense) == (dataset, spec.get("arch"), "none")
+            if same and row.eps != paper.UNBOUNDED:
                 return f"{row.cells[paper.CLEAN][0]}%, {row.source}"
     return "–"
 
