@@ -54,7 +54,7 @@ class CleanEval:
     detected: torch.Tensor | None
     ms_per_image: torch.Tensor
     checks: dict[str, Any]  # the defense's sanity probes (benchmark.engine.sanity)
-    draw_counts: torch.Tensor | None = None  # per example, the evaluation draws it was right in
+    draw_counts: torch.Tensor  # per example, the evaluation draws it was right in
 
 
 @dataclass(frozen=True)
@@ -371,7 +371,7 @@ def build_record(
         "clean_detected": None if clean.detected is None else _ints(clean.detected),
         # a randomised pipeline's per-draw record: the mean over draws beside the worst case (Croce et al. 2022)
         "draws_correct": None if draws == 1 else {
-            "clean": _ints(clean.draw_counts if clean.draw_counts is not None else clean.correct.long() * draws),
+            "clean": _ints(clean.draw_counts),
             "adv": [_ints(c) for c in adv_counts],
         },
     }

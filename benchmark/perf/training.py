@@ -13,13 +13,13 @@ from typing import Any, Sequence
 
 import torch
 
-from benchmark.perf.timing import best_of
+from benchmark.perf.timing import timed
 
 
 def _rate(step: Any, steps: int, device: torch.device) -> float:
     """Mean seconds of one step over ``steps`` consecutive ones (the caller warms up first)."""
-    seconds = best_of({"block": lambda: [step() for _ in range(steps)]}, repeats=1, warmup=0, device=device)
-    return seconds["block"] / steps
+    seconds, _ = timed(lambda: [step() for _ in range(steps)], device)
+    return seconds / steps
 
 
 def classifier_epoch_cost(dataset_name: str, models: Sequence[str], defenses: Sequence[str], steps: int,
