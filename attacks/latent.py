@@ -46,8 +46,8 @@ import logging
 import torch
 from torch import nn
 
+from attacks.projecting import projecting_defense, projection_applies_to
 from benchmark.core.attack import Attack
-from benchmark.core.errors import CellFailed
 from benchmark.core.modes import eval_mode
 from benchmark.core.options import Option
 from benchmark.core.registry import register_attack
@@ -55,26 +55,9 @@ from benchmark.core.vocab import AttackKind, Norm
 from models.projection import Projection, check_fits, descend
 
 log = logging.getLogger(__name__)
-GENERATOR_DEFENSES = "invert-and-classify or invert-and-classify-robust"
 NAME = "latent-space"
 
 
-def _projecting_defense(model: nn.Module):
-    """The GAN projection the attacked pipeline applies, or a one-line CellFailed saying why there is none."""
-    from attacks.adaptive import DefendedModel, _parts
-
-    usage = (f"{NAME} attacks the generator of a GAN projection defense ({GENERATOR_DEFENSES}); "
-             "run it with --threat adaptive against one of them")
-    if not isinstance(model, DefendedModel):
-        raise CellFailed(f"{usage} (here it was handed a bare classifier, not a defended pipeline)")
-    purifiers = _parts(model.defense)
-    projecting = [p for p in purifiers if getattr(p, "generator", None) is not None and hasattr(p, "projection")]
-    if not projecting:
-        raise CellFailed(f"{usage} (defense {model.defense.name!r} has no generator)")
-    if len(purifiers) > 1:
-        raise CellFailed(f"{usage}, with no other purifier (defense {model.defense.name!r} has "
-                         f"{', '.join(p.name for p in purifiers)})")
-    return projecting[0]
 
 
 def project_all(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[torch.Tensor, torch.Tensor,
@@ -142,17 +125,10 @@ class LatentSpace(Attack):
 
     @classmethod
     def applies_to(cls, defense, threat):
-        from attacks.adaptive import _parts
-        from benchmark.core.vocab import Threat
-
-        if threat != Threat.ADAPTIVE:
-            return f"it attacks a GAN projection defense ({GENERATOR_DEFENSES}) under --threat adaptive only"
-        if not any(hasattr(p, "projection") for p in _parts(defense)):
-            return f"{defense.name!r} does not project onto a GAN ({GENERATOR_DEFENSES} do)"
-        return None
+        return projection_applies_to(defense, threat)
 
     def run(self, model, x, y, eps):
-        defense = _projecting_defense(model)
+        defense = projecting_defense(model, NAME)
         generator, classifier = defense.generator, model.classifier
         out = x.clone()
         with eval_mode(generator), eval_mode(classifier):

@@ -31,35 +31,14 @@ Defaults: 100 Adam steps of 0.05 (the training pairs' step size) and penalty 10 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from attacks.projecting import projecting_defense, projection_applies_to
 from benchmark.core.attack import Attack
-from benchmark.core.errors import CellFailed
 from benchmark.core.options import Option
 from benchmark.core.registry import register_attack
 from benchmark.core.vocab import AttackKind, Norm
 from benchmark.training.robust_manifold import min_max_ascent
 from models.projection import project
-
-GENERATOR_DEFENSES = "invert-and-classify or invert-and-classify-robust"
-
-
-def _projecting_defense(model: nn.Module):
-    """The GAN projection the attacked pipeline applies, or a one-line CellFailed saying why there is none."""
-    from attacks.adaptive import DefendedModel, _parts
-
-    usage = (f"min-max-manifold attacks the generator of a GAN projection defense ({GENERATOR_DEFENSES}); "
-             "run it with --threat adaptive against one of them")
-    if not isinstance(model, DefendedModel):
-        raise CellFailed(f"{usage} (here it was handed a bare classifier, not a defended pipeline)")
-    purifiers = _parts(model.defense)
-    projecting = [p for p in purifiers if getattr(p, "generator", None) is not None and hasattr(p, "projection")]
-    if not projecting:
-        raise CellFailed(f"{usage} (defense {model.defense.name!r} has no generator)")
-    if len(purifiers) > 1:
-        raise CellFailed(f"{usage}, with no other purifier (defense {model.defense.name!r} has "
-                         f"{', '.join(p.name for p in purifiers)})")
-    return projecting[0]
 
 
 @register_attack("min-max-manifold")
@@ -79,21 +58,14 @@ class MinMaxManifold(Attack):
 
     @classmethod
     def applies_to(cls, defense, threat):
-        from attacks.adaptive import _parts
-        from benchmark.core.vocab import Threat
-
-        if threat != Threat.ADAPTIVE:
-            return f"it attacks a GAN projection defense ({GENERATOR_DEFENSES}) under --threat adaptive only"
-        if not any(hasattr(p, "projection") for p in _parts(defense)):
-            return f"{defense.name!r} does not project onto a GAN ({GENERATOR_DEFENSES} do)"
-        return None
+        return projection_applies_to(defense, threat)
 
     def __init__(self, steps: int = 100, lr: float = 0.05, penalty: float = 10.0, start_noise: float = 0.1) -> None:
         super().__init__(steps=steps, lr=lr, penalty=penalty, start_noise=start_noise)
 
     def run(self, model, x, y, eps):
 
-        defense = _projecting_defense(model)
+        defense = projecting_defense(model, "min-max-manifold")
         generator, classifier, o = defense.generator, model.classifier, self._options
         with torch.no_grad():
             z_star = torch.cat([project(generator, x[i : i + defense.batch_size], defense.projection)[1]

@@ -89,6 +89,37 @@ def descend(generator: nn.Module, z: torch.Tensor, target: torch.Tensor, steps: 
             return z.detach(), generator(z)
 
 
+def descend_unrolled(generator: nn.Module, z: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
+                     momentum: float, decay_step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`descend`'s computation kept in autograd's graph, so that its result is differentiable in ``target``
+    (and ``z``): the projection's exact gradient, through every one of its steps (second derivatives of the
+    generator included). The updates are written as torch's SGD makes them (buffer = momentum * buffer + grad, then
+    z - lr * buffer), so the result equals :func:`descend`'s. Memory grows with ``steps``: every step's activations
+    are kept for the backward pass."""
+    z = z if z.requires_grad else z.detach().clone().requires_grad_(True)
+    buffer = None
+    with eval_mode(generator), torch.enable_grad():
+        for step in range(steps):
+            if step == decay_step:
+                lr = lr / 10
+            loss = reconstruction_errors(generator, z, target).sum()
+            (grad,) = torch.autograd.grad(loss, z, create_graph=True)
+            buffer = grad if buffer is None else buffer * momentum + grad
+            z = z.add(buffer, alpha=-lr)
+        return z, generator(z)
+
+
+def project_unrolled(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every start's end image (B, R, C, H, W) and error (B, R) of :func:`project`, differentiable in ``x``."""
+    check_fits(generator, x)
+    b, r = len(x), cfg.restarts
+    target = x.repeat_interleave(r, 0)
+    z = cfg.starts(generator.latent).to(x.device, x.dtype).repeat(b, 1).requires_grad_(True)
+    _, images = descend_unrolled(generator, z, target, cfg.steps, cfg.lr, cfg.momentum, int(cfg.decay_at * cfg.steps))
+    errors = (images - target).square().flatten(1).mean(1).view(b, r)
+    return images.view(b, r, *x.shape[1:]), errors
+
+
 def project_each(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> torch.Tensor:
     """The same projection one image at a time (its R restarts still batched): the speed benchmark's baseline."""
     return torch.cat([project(generator, x[i : i + 1], cfg)[0] for i in range(len(x))])

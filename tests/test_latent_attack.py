@@ -1,5 +1,6 @@
-"""The latent-space attack (Athalye et al. 2018, 5.4.2) on a projection defense built around a tiny synthetic
-generator whose range holds both classes next to each other. Seconds each, CPU."""
+"""The attacks on a GAN projection defense that BPDA misses (the latent-space attack of Athalye et al. 2018, 5.4.2,
+and PGD through the unrolled projection), on a projection defense built around a tiny synthetic generator whose range
+holds both classes next to each other. Seconds each, CPU."""
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,7 @@ from benchmark.core.vocab import Norm, Threat
 from benchmark.engine.adversarial import generate, predict
 from benchmark.engine.checks import check_adversarial
 from defenses.invert_and_classify import InvertAndClassify
-from models.projection import project
+from models.projection import Projection, project, project_unrolled
 
 CPU = torch.device("cpu")
 EPS = 0.2
@@ -115,3 +116,35 @@ def test_latent_space_says_where_it_runs(setting):
     assert "bare classifier" in str(bare.value)
     with pytest.raises(CellFailed, match=r"^latent-space attacks the generator .* has no generator\)$"):
         attack().run(DefendedModel(pipeline.classifier, squeeze), x, y, EPS)
+
+
+def test_the_unrolled_projection_is_the_defenses_and_differentiates_it(setting):
+    pipeline, x, _ = setting
+    generator, cfg = pipeline.defense.generator, pipeline.defense.projection
+    _, _, images, errors = project_all(generator, x, cfg)
+    unrolled_images, unrolled_errors = project_unrolled(generator, x.clone().requires_grad_(True), cfg)
+    assert torch.equal(unrolled_images.detach(), images) and torch.equal(unrolled_errors.detach(), errors)
+    # its gradient in x is the true one: finite differences through a short descent, in double precision
+    short = Projection(steps=4, restarts=2, lr=1.0)
+    x64 = x[:2].double().clamp(0.05, 0.95).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda inputs: project_unrolled(generator, inputs, short)[1], (x64,))
+
+
+def test_pgd_unrolled_fools_the_real_projection_where_bpda_pgd_does_not(setting):
+    pipeline, x, y = setting
+    runs = {name: generate(ATTACKS.get(name).factory(), pipeline, x, y, (EPS,), seed=0, batch_size=len(x),
+                           device=CPU).per_eps[0]
+            for name in ("pgd-unrolled", "pgd")}
+    for name, adv in runs.items():
+        check_adversarial(x, adv, Norm.LINF, EPS, name)
+    unrolled, pgd = _accuracy(pipeline, runs["pgd-unrolled"], y), _accuracy(pipeline, runs["pgd"], y)
+    print(f"accuracy through the projection at eps {EPS}: pgd-unrolled {unrolled:.2f}, BPDA PGD {pgd:.2f}")
+    assert unrolled <= 0.25 and pgd >= unrolled + 0.5
+
+
+def test_pgd_unrolled_does_not_depend_on_the_batch(setting):
+    pipeline, x, y = setting
+    attack = ATTACKS.get("pgd-unrolled").factory(steps=3)
+    together = attack.run(pipeline, x[:4], y[:4], EPS)
+    alone = attack.run(pipeline, x[2:3], y[2:3], EPS)
+    assert torch.equal(together[2:3], alone)
