@@ -438,6 +438,23 @@ def headline_row(text: str, defense: str) -> dict[str, str]:
     return found[0]
 
 
+def test_a_record_run_at_one_headline_budget_counts_there(tmp_path: Path) -> None:
+    save_all(tmp_path, [
+        make_record("pgd", [fooled(10, [0]), fooled(10, [0, 1])], defense="projection", threat="adaptive"),
+        # a costly attack run at 25/255 only: it breaks 3 and 4 there, and says nothing about 8/255
+        make_record("pgd-unrolled", [fooled(10, [3, 4])], eps=(25 / 255,), defense="projection", threat="adaptive"),
+        # a defense with a one-budget record only has no headline row: its 8/255 was never measured
+        make_record("pgd", [fooled(10, [0])], eps=(25 / 255,), defense="half-measured", threat="adaptive"),
+        # the section's headline budgets are the set most records share: 8/255 and 25/255
+        make_record("fgsm", [fooled(10, []), fooled(10, [])], defense="projection"),
+        make_record("fgsm", [fooled(10, []), fooled(10, [])], defense="none"),
+    ])
+    text = render_dir(tmp_path)
+    row = headline_row(text, "projection")
+    assert (row["adaptive"], row["worst case"]) == ("90/60", "**90/60**")
+    assert not [r for r in table_rows(section_of(text), "headline") if r["defense"].startswith("half-measured")]
+
+
 def test_headline_is_per_example_across_threat_models_and_sorted(tmp_path: Path, grid: list[dict[str, Any]]) -> None:
     save_all(tmp_path, grid)
     text = render_dir(tmp_path)

@@ -4,16 +4,17 @@ threat model (docs/design.md, "Threat models": adaptive attacks included), with 
 A defense's records on one data set, classifier and seed are combined at the section's headline budgets (the budget
 set most records share, L-infinity). Records on different n use the same stratified test order, so they are combined on
 their common prefix: an example is robust at a budget only if the defended pipeline classifies it correctly when clean
-and under every attack of every threat model. Records with other budgets count where they contain the headline ones
-(a robustness curve's records do); L2-budget records do not count (they are in the details table).
+and under every attack of every threat model. Records with other budgets count at the headline budgets they contain (a
+robustness curve's records, a costly attack run at one budget); L2-budget records do not count (they are in the
+details table).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from benchmark.core.errors import BenchError
 from benchmark.core.budgets import format_eps
+from benchmark.core.errors import BenchError
 from benchmark.engine.sanity import (
     black_box_beats_white_box,
     defense_flags,
@@ -22,6 +23,7 @@ from benchmark.engine.sanity import (
 from benchmark.store.records import LoadedRecord
 
 THREATS = ("oblivious", "adaptive", "transfer")
+Group = list[tuple[LoadedRecord, list]]  # records with their headline-budget indices (None: a budget not run)
 
 
 @dataclass(frozen=True)
@@ -84,20 +86,30 @@ def _linf(rec: LoadedRecord) -> bool:
     return attack.get("kind") != "fixed-eps" or attack.get("norm", "linf") == "linf"
 
 
-def _budget_indices(rec: LoadedRecord, eps: Sequence[float]) -> list[int] | None:
-    """Where each headline budget sits in the record's budgets; None if it lacks one (or is not L-infinity)."""
+def _budget_indices(rec: LoadedRecord, eps: Sequence[float]) -> list[int | None] | None:
+    """Where each headline budget sits in the record's budgets (None for one it lacks); None if the record has none
+    of them (or is not L-infinity)."""
     if not _linf(rec):
         return None
     own = [_key(e) for e in rec.data["config"]["eps"]]
-    try:
-        return [own.index(_key(e)) for e in eps]
-    except ValueError:
-        return None
+    idx = [own.index(_key(e)) if _key(e) in own else None for e in eps]
+    return idx if any(i is not None for i in idx) else None
 
 
-def combine(records: Sequence[tuple[LoadedRecord, list[int]]], at_most: int | None = None) -> Combined:
-    """Per-example worst case over ``records`` (each with its headline-budget indices) on their common points (the
-    first ``at_most`` of them, if given)."""
+def _covers(records: Sequence[tuple[LoadedRecord, list[int | None]]]) -> bool:
+    """Whether every headline budget is measured by at least one of ``records``."""
+    return bool(records) and all(any(idx[b] is not None for _, idx in records) for b in range(len(records[0][1])))
+
+
+def _complete(records: Group) -> Group:
+    """The records that measured every headline budget."""
+    return [(r, idx) for r, idx in records if None not in idx]
+
+
+def combine(records: Sequence[tuple[LoadedRecord, list[int | None]]], at_most: int | None = None) -> Combined:
+    """Per-example worst case over ``records`` (each with its headline-budget indices, None where it did not run
+    that budget) on their common points (the first ``at_most`` of them, if given): at each budget, over the records
+    that ran it. A record run at one budget only (a costly attack, a separate setting) counts there like any other."""
     n = min([int(r.data["config"]["n"]) for r, _ in records] + ([at_most] if at_most is not None else []))
     first = records[0][0]
     labels = first.data["outcomes"]["label"][:n]
@@ -109,7 +121,7 @@ def combine(records: Sequence[tuple[LoadedRecord, list[int]]], at_most: int | No
     n_eps = len(records[0][1])
     worst = []
     for b in range(n_eps):
-        robust = [c and all(r.data["outcomes"]["adv_correct"][idx[b]][i] for r, idx in records)
+        robust = [c and all(r.data["outcomes"]["adv_correct"][idx[b]][i] for r, idx in records if idx[b] is not None)
                   for i, c in enumerate(clean)]
         worst.append(sum(robust))
     return Combined(n, sum(clean), tuple(worst))
@@ -121,16 +133,17 @@ def _robust(rec: LoadedRecord, budget: int) -> list[bool]:
     return [bool(c and a) for c, a in zip(out["clean_correct"], out["adv_correct"][budget])]
 
 
-def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str, ...], int]:
+def _flags(records: Group) -> tuple[tuple[str, ...], int]:
     flags: list[str] = []
     unchecked = 0
     for rec, _ in records:
         checks = rec.data.get("checks")
         unchecked += checks is None
         flags += defense_flags(checks)
-    # only where the attacks saw the defense: an oblivious gradient attack never differentiated through it
+    # only where the attacks saw the defense: an oblivious gradient attack never differentiated through it; the
+    # comparison pairs budgets across attacks, so it takes the records that ran them all
     for threat in ("adaptive",):
-        mine = [(r, idx) for r, idx in records if r.data["config"]["threat"] == threat]
+        mine = [(r, idx) for r, idx in _complete(records) if r.data["config"]["threat"] == threat]
         outcomes = [(str(r.data["config"]["attack"]), masking_side(r.data.get("attack") or {}),
                      [_robust(r, i) for i in idx]) for r, idx in mine]
         flags += [f"{a} ({threat}) beats every gradient attack (p={p:.2g})"
@@ -141,9 +154,6 @@ def _flags(records: Sequence[tuple[LoadedRecord, list[int]]]) -> tuple[tuple[str
 def _classifier_weights(rec: LoadedRecord) -> str | None:
     """The SHA-256 of the classifier weights a record measured (None for records that predate ``models``)."""
     return next((sha for name, sha in (rec.data.get("models") or {}).items() if name.startswith("classifier/")), None)
-
-
-Group = list[tuple[LoadedRecord, list[int]]]
 
 
 def _base_finding(defense: str, recs: Group, base: str, base_recs: Group, eps: Sequence[float]) -> str | None:
@@ -193,19 +203,20 @@ def _base_findings(groups: dict[tuple[str, int], Group], eps: Sequence[float]) -
 def headlines(records: Sequence[LoadedRecord], eps: Sequence[float]) -> list[Headline]:
     """One headline per (defense, seed) of one section's records, sorted by the worst case (largest budget first,
     highest first), ties by name."""
-    groups: dict[tuple[str, int], list[tuple[LoadedRecord, list[int]]]] = {}
+    groups: dict[tuple[str, int], Group] = {}
     for rec in records:
         idx = _budget_indices(rec, eps)
         if idx is not None:
             c = rec.data["config"]
             groups.setdefault((str(c["defense"]), int(c["seed"])), []).append((rec, idx))
+    groups = {key: sorted(recs, key=lambda item: str(item[0].path)) for key, recs in groups.items() if _covers(recs)}
+    # the sanity checks and the base comparison pair budgets across attacks: records that ran them all
+    complete = {key: _complete(recs) for key, recs in groups.items() if _complete(recs)}
+    against_base = _base_findings(complete, eps)
     out = []
-    for recs in groups.values():
-        recs.sort(key=lambda item: str(item[0].path))
-    against_base = _base_findings(groups, eps)
     for (defense, seed), recs in groups.items():
-        per_threat = {t: combine([r for r in recs if _counts_as(r[0], t)]) for t in THREATS
-                      if any(_counts_as(r[0], t) for r in recs)}
+        per_threat = {t: combine(mine) for t in THREATS
+                      if _covers(mine := [r for r in recs if _counts_as(r[0], t)])}
         flags, unchecked = _flags(recs)
         if (defense, seed) in against_base:
             flags += (against_base[(defense, seed)],)
