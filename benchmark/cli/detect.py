@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from benchmark.cli.common import common_model_options
+
 
 @click.command("detect")
 @click.option("--dataset", default="mnist5k", show_default=True,
@@ -26,15 +28,9 @@ import click
               show_default=True, help="Records go to RESULTS_DIR/detection, figures to RESULTS_DIR/figures.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True,
               help="Keep `bench run`'s value to reuse its cached adversarial inputs.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Folder with torchvision-layout data (default: $BENCH_DATA or the cache).")
-@click.option("--download", is_flag=True, help="Let torchvision download a missing data set (needs internet).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (auto takes CUDA when present).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and attacks.")
-@click.option("--quiet", "-q", is_flag=True, envvar="BENCH_QUIET", show_envvar=True,
-              help="No progress bars or info messages.")
+@common_model_options
 def detect(dataset, model, attack_spec, eps_values, n, pixelcnn_size, results_dir, batch_size, data_root, download,
-           device, seed, quiet) -> None:
+           device, seed, threads, quiet) -> None:
     """Tell adversarial from clean inputs by PixelCNN bits/dim: ROC AUC per attack and budget (oblivious attacks).
 
     Writes RESULTS_DIR/detection/DATASET/MODEL.json (merged with an earlier run's attacks) and three figures.
@@ -52,7 +48,7 @@ def detect(dataset, model, attack_spec, eps_values, n, pixelcnn_size, results_di
     from benchmark.engine.detection import detect as run_detection
     from benchmark.store.paths import FIGURES_SUBDIR
 
-    setup(quiet)
+    setup(quiet, threads)
     report_broken_plugins()
     plan = DetectPlan(dataset=dataset, model=model, attacks=tuple(ATTACKS.select(attack_spec)),
                       eps=parse_eps_list(eps_values) if eps_values else None, n=n, seed=seed, device=device,
