@@ -448,10 +448,13 @@ def test_a_record_run_at_one_headline_budget_counts_there(tmp_path: Path) -> Non
         # the section's headline budgets are the set most records share: 8/255 and 25/255
         make_record("fgsm", [fooled(10, []), fooled(10, [])], defense="projection"),
         make_record("fgsm", [fooled(10, []), fooled(10, [])], defense="none"),
+        # an adaptive attack run at 25/255 only: the adaptive column shows that budget alone
+        make_record("pgd", [fooled(10, [5])], eps=(25 / 255,), defense="none", threat="adaptive"),
     ])
     text = render_dir(tmp_path)
     row = headline_row(text, "projection")
     assert (row["adaptive"], row["worst case"]) == ("90/60", "**90/60**")
+    assert (headline_row(text, "none")["adaptive"], headline_row(text, "none")["worst case"]) == ("–/90", "**100/90**")
     assert not [r for r in table_rows(section_of(text), "headline") if r["defense"].startswith("half-measured")]
 
 

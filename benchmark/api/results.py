@@ -55,7 +55,7 @@ class Budget:
     clean: float
     worst: float  # robust under every attack of the run (and every threat model)
     interval: tuple[float, float]  # 95% Wilson interval of ``worst``
-    per_threat: dict[str, float]
+    per_threat: dict[str, float]  # per threat model that ran this budget
     n: int
 
 
@@ -108,7 +108,8 @@ class Results:
         budgets = tuple(
             Budget(eps=e, clean=h.overall.clean / max(n, 1), worst=h.overall.worst[i] / max(n, 1),
                    interval=wilson_interval(h.overall.worst[i], n),
-                   per_threat={t: c.worst[i] / max(c.n, 1) for t, c in h.per_threat.items()}, n=n)
+                   per_threat={t: c.worst[i] / max(c.n, 1) for t, c in h.per_threat.items()
+                               if c.worst[i] is not None}, n=n)
             for i, e in enumerate(self.eps))
         return DefenseHeadline(h.defense, budgets, h.flags)
 

@@ -32,7 +32,7 @@ class Combined:
 
     n: int
     clean: int  # examples correct when clean (in every record)
-    worst: tuple[int, ...]  # per headline budget: robust examples
+    worst: tuple[int | None, ...]  # per headline budget: robust examples (None: no record ran that budget)
 
 
 @dataclass(frozen=True)
@@ -119,11 +119,11 @@ def combine(records: Sequence[tuple[LoadedRecord, list[int | None]]], at_most: i
                              "points; they cannot be combined")
     clean = [all(r.data["outcomes"]["clean_correct"][i] for r, _ in records) for i in range(n)]
     n_eps = len(records[0][1])
-    worst = []
+    worst: list[int | None] = []
     for b in range(n_eps):
-        robust = [c and all(r.data["outcomes"]["adv_correct"][idx[b]][i] for r, idx in records if idx[b] is not None)
-                  for i, c in enumerate(clean)]
-        worst.append(sum(robust))
+        ran = [(r, idx[b]) for r, idx in records if idx[b] is not None]
+        robust = [c and all(r.data["outcomes"]["adv_correct"][j][i] for r, j in ran) for i, c in enumerate(clean)]
+        worst.append(sum(robust) if ran else None)
     return Combined(n, sum(clean), tuple(worst))
 
 
@@ -215,8 +215,8 @@ def headlines(records: Sequence[LoadedRecord], eps: Sequence[float]) -> list[Hea
     against_base = _base_findings(complete, eps)
     out = []
     for (defense, seed), recs in groups.items():
-        per_threat = {t: combine(mine) for t in THREATS
-                      if _covers(mine := [r for r in recs if _counts_as(r[0], t)])}
+        # a threat model run at some of the budgets only shows those (the others: None)
+        per_threat = {t: combine(mine) for t in THREATS if (mine := [r for r in recs if _counts_as(r[0], t)])}
         flags, unchecked = _flags(recs)
         if (defense, seed) in against_base:
             flags += (against_base[(defense, seed)],)

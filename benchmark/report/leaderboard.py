@@ -387,7 +387,7 @@ def _main_table(dataset: str, model: str, rows: list[Row], adaptive: set[tuple[s
 def _threat_cell(combined: Combined | None, n: int, missing: str) -> str:
     if combined is None:
         return missing
-    text = _joined(_percent(k, combined.n) for k in combined.worst)
+    text = _joined(DASH if k is None else _percent(k, combined.n) for k in combined.worst)
     return text if combined.n == n else f"{text} (n={combined.n})"
 
 

@@ -91,7 +91,8 @@ def _defense_page(dataset: str, model: str, defense: str, rows: list[lb.Row], ep
                 headline.append({
                     "eps": format_eps(e), "clean": lb._percent(h.overall.clean, h.overall.n),
                     "worst": lb._percent(h.overall.worst[i], h.overall.n), "interval": f"{100 * lo:.0f}–{100 * hi:.0f}",
-                    "per_threat": {t: lb._percent(c.worst[i], c.n) for t, c in h.per_threat.items()},
+                    "per_threat": {t: lb._percent(c.worst[i], c.n) for t, c in h.per_threat.items()
+                                   if c.worst[i] is not None},
                     "n": h.overall.n})
             checks = lb._checks_cell(h)
     cells = []
