@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 NAME = "latent-space"
 
 
-
-
 def project_all(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[torch.Tensor, torch.Tensor,
                                                                                   torch.Tensor, torch.Tensor]:
     """The defense's projection (``models.projection.project``, the same computation) keeping every start's end:
