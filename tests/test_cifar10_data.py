@@ -5,6 +5,7 @@ is checked by the same code: `bench run --dataset cifar10 --data-root ../shared/
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,19 @@ def test_the_published_hashes_are_those_of_the_data_readme():
     text = readme.read_text()
     for split, digest in builtin.CIFAR10_FOLDER_SHA256.items():
         assert re.search(rf"\b{split}\s+{digest}\b", text), split
+
+
+def test_the_decoded_arrays_are_cached_by_content(tmp_path):
+    """A copy of the same images elsewhere, with new modification times, reads the cache; a changed image does not."""
+    cache = tmp_path / "cache"
+    first = fake_cifar(tmp_path / "first", per_class=1) / "CIFAR10"
+    read_image_folder(first, cache)
+    assert len(list(cache.glob("folder-*.npz"))) == 1
+    second = tmp_path / "second"
+    shutil.copytree(first, second)  # a fresh copy: other path, other modification times, same bytes
+    read_image_folder(second, cache)
+    assert len(list(cache.glob("folder-*.npz"))) == 1
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8), "RGB").save(second / "test" / "cat" / "0.png")
+    changed = read_image_folder(second, cache)
+    assert len(list(cache.glob("folder-*.npz"))) == 2
+    assert changed.test_x[builtin.CIFAR10_CLASSES.index("cat")].max() == 0
