@@ -52,8 +52,10 @@ class InvertAndClassifyRobust(InvertAndClassify):
         self.attack_steps = positive_int("attack_steps", attack_steps)
         self.eta, self.pair_weight = eta, pair_weight
         self._generators: dict[str, nn.Module] = {}
+        self._datasets: dict[str, Any] = {}  # by name: training_loss gets the config, not the data set
 
     def training_config(self, dataset: Any) -> dict[str, Any]:
+        self._datasets[dataset.name] = dataset
         return {"method": "min-max-manifold", "gan": gan_key(dataset, self.size), "gan_size": self.size,
                 "dataset": dataset.name, "eta": self.eta if self.eta is not None else ETA[dataset.family],
                 "attack_steps": self.attack_steps, "pair_weight": self.pair_weight}
@@ -61,7 +63,7 @@ class InvertAndClassifyRobust(InvertAndClassify):
     def _training_generator(self, config: dict[str, Any], device: torch.device) -> nn.Module:
         key = config["gan"]
         if key not in self._generators:
-            self._generators[key] = training_generator(config, device)
+            self._generators[key] = training_generator(self._datasets[config["dataset"]], config, device)
         return self._generators[key]
 
     def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict[str, Any] | None

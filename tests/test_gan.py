@@ -275,3 +275,24 @@ def test_min_max_attack_finds_close_pairs_the_classifier_tells_apart(digits, dig
         after = divergence(model(a), model(b)).mean()
     assert after > 2 * before, f"mean divergence {float(before):.3f} -> {float(after):.3f}"
     assert (a - b).flatten(1).norm(dim=1).median() <= 1.1  # the penalty holds the pairs near eta
+
+
+def test_robust_projection_training_uses_the_data_set_it_was_configured_with(digits, digits_classifier, monkeypatch):
+    """The min-max training loss takes its GAN from the loaded data set the training config was made for, so a data
+    set read from --data-root trains without BENCH_DATA pointing at it."""
+    import defenses.robust_manifold as robust
+    from benchmark.core.defense import build_defense
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("the data set was loaded again")
+
+    monkeypatch.setattr("benchmark.data.dataset.load_dataset", no_reload)
+    seen = []
+    real = robust.training_generator
+    monkeypatch.setattr(robust, "training_generator",
+                        lambda dataset, config, device: seen.append(dataset) or real(dataset, config, device))
+    defense = build_defense("invert-and-classify-robust(attack_steps=1)")
+    config = defense.training_config(digits)
+    model, _ = digits_classifier
+    loss = defense.training_loss(model, digits.train.x[:4], digits.train.y[:4], config)
+    assert seen == [digits] and torch.isfinite(loss)

@@ -63,13 +63,12 @@ def min_max_pairs(classifier: nn.Module, generator: nn.Module, n: int, eta: floa
     return min_max_ascent(classifier, generator, z, z2, l2_excess(eta), steps, lr, penalty)
 
 
-def training_generator(config: dict[str, Any], device: torch.device) -> nn.Module:
-    """The generator of the GAN a robust-manifold training config names (from the store; trained there first if
-    missing)."""
-    from benchmark.data.dataset import load_dataset
+def training_generator(dataset: Any, config: dict[str, Any], device: torch.device) -> nn.Module:
+    """The generator of the GAN a robust-manifold training config names, for ``dataset`` (the loaded data set the
+    config was made for: it knows where its files are); from the store, trained there first if missing."""
     from benchmark.store.model_store import ModelStore
     from benchmark.training.gan import get_gan
 
-    gan, meta = get_gan(load_dataset(config["dataset"]), device, ModelStore(), seed=0, size=config["gan_size"])
+    gan, meta = get_gan(dataset, device, ModelStore(), seed=0, size=config["gan_size"])
     assert meta["key"] == config["gan"], "the GAN in the store does not match the training config"
     return gan.generator
