@@ -33,7 +33,7 @@ def _compare(fast: torch.Tensor, ref: torch.Tensor, margins: torch.Tensor, rows:
 
 
 def pixeldefend_speed(case: str, batch: int = 64, reference_rows: int = 2, device: str = "auto",
-                      tol: float = 1e-3) -> dict[str, Any]:
+                      tol: float = 1e-3, data_root: Any = None) -> dict[str, Any]:
     """One row of the benchmark. ``case``: a data set whose trained PixelCNN is used (e.g. mnist5k), or ``32x32x3``
     (an untrained PixelCNN of the default size: the speed of a network does not depend on its weights)."""
     from benchmark.core.device import resolve_device
@@ -51,7 +51,7 @@ def pixeldefend_speed(case: str, batch: int = 64, reference_rows: int = 2, devic
         x = torch.rand(batch, 3, 32, 32, device=dev)
         eps, trained = eps_levels(EPS_DEFEND["cifar"]), "no (random sharpened weights, random images)"
     else:
-        data = load_dataset(case)
+        data = load_dataset(case, data_root)
         model, meta = get_pixelcnn(data, dev, ModelStore())
         x = data.test.x[:batch].to(dev)
         eps, trained = eps_levels(EPS_DEFEND[data.family]), f"yes ({meta['metrics']['test_bpd']:.3f} bits/dim)"
