@@ -101,3 +101,4 @@ def test_pixeldefend_benchmark_runs_and_compares_outputs():
     row = pixeldefend_speed("digits", batch=4, reference_rows=1, device="cpu")
     assert row["images_equal"] + row["images_near_tie"] == 4 and row["images_different"] == 0
     assert row["reference_rows_run"] == 1 and row["speedup"] > 0 and row["fast_over_forward"] > 0
+    assert row["batch"] == 4 and row["forward_batch"] == 4 and row["reference_batch"] == 4

@@ -246,7 +246,8 @@ def ray_perf(n: int, workers: int, save: Path | None) -> None:
 @perf.command("pixeldefend")
 @click.option("--case", "cases", multiple=True, default=("mnist5k", "32x32x3"), show_default=True,
               help="A data set with a trained PixelCNN, or 32x32x3 (untrained network of the default size).")
-@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Images purified at once (default: the defense's batch_size).")
 @click.option("--reference-rows", type=int, default=2, show_default=True,
               help="Rows the reference purifies (its time is scaled to the image); 0 runs it in full.")
 @click.option("--device", default="auto", show_default=True)
@@ -254,7 +255,7 @@ def ray_perf(n: int, workers: int, save: Path | None) -> None:
               help="Folder with the data sets of the cases (default: $BENCH_DATA or the cache).")
 @_threads_option
 @_save_option
-def pixeldefend_perf(cases: tuple[str, ...], batch: int, reference_rows: int, device: str, data_root: str | None,
+def pixeldefend_perf(cases: tuple[str, ...], batch: int | None, reference_rows: int, device: str, data_root: str | None,
                      threads: int | None, save: Path | None) -> None:
     """Faithful purification against the one-pass-per-sub-pixel reference; PixelCNN training speed."""
     setup(True)
