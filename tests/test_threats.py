@@ -593,3 +593,36 @@ def test_a_defense_less_robust_than_its_base_is_flagged(tmp_path: Path, draw_toy
     assert "less robust than its base none under the same 2 attacks" in flags["zz-mirror"]
     assert "less robust than its base" not in flags["zz-quantise"]  # rounding to 1/255 costs nothing here
     assert "less robust than its base" not in flags["none"]
+
+
+def test_diagnose_names_the_class_a_projection_classifier_gives_the_generators_range(digits_classifier, monkeypatch):
+    """A defense projecting onto a generator gets a row of the classifier's most predicted class on the generator's
+    samples; here a generator whose every sample is black, which the classifier puts in one class."""
+    from benchmark.engine import diagnose
+
+    class _BlackGenerator(torch.nn.Module):
+        latent = 4
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.scale * z[:, :1, None, None].expand(-1, 1, 8, 8)
+
+    class _Projects(_AllBlack):
+        name = "zz-projects"
+        generator = _BlackGenerator()
+
+    monkeypatch.setattr(diagnose, "build_defense", lambda name: _Projects())
+    rows = diagnose.purification_survival("digits", "resnet", "zz-projects", "fgsm", (25 / 255,), 10, Threat.OBLIVIOUS,
+                                          device="cpu")
+    assert [r["eps"] for r in rows] == ["clean", "generator samples", "25/255"]
+    samples = rows[1]
+    assert samples["defended_accuracy"] is None and samples["most_predicted"].endswith("(100%)")
+    from test_cli import bench
+
+    result = bench("diagnose", "--dataset", "digits", "--defense", "none", "--attack", "fgsm", "--n", "5",
+                   "--threat", "oblivious")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\| generator samples\s+\|\s+1000 \|", result.output), result.output  # the table prints it

@@ -8,7 +8,9 @@ image ("undone"), the ratio of the L1 distance between the purified adversarial 
 L1 size of the perturbation ("surviving", 0 = all undone, 1 = passed through), and the defended accuracy. A first
 row does the same for the clean points. Every row also names the class the defended pipeline predicts most and how
 often: a pipeline that sends most inputs to one class (a classifier collapsed onto a catch-all class on the purifier's
-outputs, say) shows it there, where accuracy alone only says that it is low.
+outputs, say) shows it there, where accuracy alone only says that it is low. For a defense that projects onto a
+generator's range, a further row gives the class the classifier predicts most on 1,000 of the generator's samples
+G(z), z ~ N(0, I): whether the classifier, rather than the projection, sends the range to one class.
 
 ``bpda="soft"`` (adaptive threat, PixelDefend only) gives the attacker PixelDefend's smooth stand-in
 (:func:`defenses.pixeldefend.soft_purify`) as its BPDA approximation instead of the identity: a check that the
@@ -32,6 +34,9 @@ from benchmark.engine.cells import predict_all
 from benchmark.engine.threats import ThreatOptions, adaptive_target
 from benchmark.store.model_store import ModelStore
 from benchmark.training.zoo import get_classifier
+
+
+GENERATOR_SAMPLES = 1000
 
 
 def _purified(defense, x: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
@@ -65,6 +70,12 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
               "bpda": bpda}
     rows = [{**common, "eps": "clean", "n": len(x), "perturbed_subpixels": 0.0, "undone": None, "surviving_l1": None,
              **_predictions(classifier, clean, points.y, batch_size)}]
+    generator = getattr(defense, "generator", None)
+    if isinstance(generator, torch.nn.Module):
+        samples = _generator_samples(generator, GENERATOR_SAMPLES, seed)
+        predicted = _predictions(classifier, samples, None, batch_size)
+        rows.append({**common, "eps": "generator samples", "n": GENERATOR_SAMPLES, "perturbed_subpixels": None, "undone": None,
+                     "surviving_l1": None, **predicted})
     for e, xa in zip(budgets, adv.per_eps):
         xa = xa.to(dev)
         purified = _purified(defense, xa, batch_size, seed)
@@ -81,13 +92,22 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
     return rows
 
 
-def _predictions(classifier, purified: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, Any]:
-    """The defended accuracy on ``purified`` and the class predicted most often, with its share."""
+def _generator_samples(generator: torch.nn.Module, n: int, seed: int) -> torch.Tensor:
+    """n images G(z), z ~ N(0, I) drawn from ``seed``."""
+    device = next(generator.parameters()).device
+    z = torch.randn(n, generator.latent, generator=torch.Generator().manual_seed(seed)).to(device)
+    with torch.no_grad():
+        return generator(z)
+
+
+def _predictions(classifier, purified: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> dict[str, Any]:
+    """The defended accuracy on ``purified`` (None without labels) and the class predicted most often, with its
+    share."""
     predicted = predict_all(classifier, purified, batch_size, purified.device)
     counts = torch.bincount(predicted)
     top = int(counts.argmax())
-    return {"defended_accuracy": round(float((predicted == y).float().mean()), 4),
-            "most_predicted": f"{top} ({float(counts[top]) / len(predicted):.0%})"}
+    accuracy = None if y is None else round(float((predicted == y.to(predicted.device)).float().mean()), 4)
+    return {"defended_accuracy": accuracy, "most_predicted": f"{top} ({float(counts[top]) / len(predicted):.0%})"}
 
 
 def _use_soft_surrogate(defense, threat: Threat) -> None:
