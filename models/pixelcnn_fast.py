@@ -123,8 +123,9 @@ class IncrementalPixelCNN:
         self.image[:, 1:, 1:-1, -1] = 1
         self.pixels = [row[:, 1:-1, :-1].unbind(1) for row in self.image[:, 1:].unbind(1)]  # [r][c]: (B, C)
         # up stream: elu of each block's input and hidden layer, previous and current row, padded at the sides
-        self.up_x = [like.new_zeros(b, f, 2, w + 2) for _ in model.u_blocks]
-        self.up_h = [like.new_zeros(b, f, 2, w + 2) for _ in model.u_blocks]
+        # channels last: the row convolutions run about twice as fast on it, and their outputs come out as (B, W, F)
+        self.up_x = [like.new_zeros(b, f, 2, w + 2).contiguous(memory_format=torch.channels_last) for _ in model.u_blocks]
+        self.up_h = [like.new_zeros(b, f, 2, w + 2).contiguous(memory_format=torch.channels_last) for _ in model.u_blocks]
         self.left = [_LeftBlock(blk, b, f, w, like) for blk in model.ul_blocks]
         # the down-right-shifted 2x1 input convolution: its row-above tap and its own-row tap
         wl = model.ul_init_left.conv.weight  # (F, C + 1, 2, 1)
@@ -151,7 +152,8 @@ class IncrementalPixelCNN:
         # the up-left stream's input at (r, c): ul_init_up(r-1, c) + ul_init_left(r, c-1); the latter's row-above tap
         # reads image (r-1, c-1), its own-row tap image (r, c-1) (added per position)
         above = self.image[:, r]  # (B, W + 2, C + 1), image row r-1 with side padding
-        init = torch.matmul(above[:, :-2], self.init_left_above) + m.ul_init_left.conv.bias
+        init = torch.addmm(m.ul_init_left.conv.bias, above[:, :-2].reshape(self.b * self.w, -1),
+                           self.init_left_above).view(self.b, self.w, -1)
         init[:, 0] = 0  # column 0: the right shift brings in zeros, bias included
         if r > 0:
             init = init + _row_conv(m.ul_init_up, image[:, :, r : r + 1]).permute(0, 2, 1)
