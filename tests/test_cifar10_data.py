@@ -84,3 +84,17 @@ def test_the_decoded_arrays_are_cached_by_content(tmp_path):
     changed = read_image_folder(second, cache)
     assert len(list(cache.glob("folder-*.npz"))) == 2
     assert changed.test_x[builtin.CIFAR10_CLASSES.index("cat")].max() == 0
+
+
+def test_cifar10_names_its_classes_and_digits_keep_their_numbers(copy_with_its_hashes, monkeypatch):
+    from benchmark.data.dataset import load_dataset
+
+    monkeypatch.setattr(builtin.Cifar10, "val_size", 10)  # the fake copy holds 30 training images
+    load_dataset.cache_clear()
+    try:
+        cifar = load_dataset("cifar10", str(copy_with_its_hashes))
+    finally:
+        load_dataset.cache_clear()
+    assert cifar.class_name(3) == "cat" and cifar.class_name(9) == "truck"
+    digits = load_dataset("digits")
+    assert digits.classes == () and digits.class_name(7) == "7"

@@ -103,6 +103,8 @@ class FashionMnist(_TorchvisionSource):
     shape = (1, 28, 28)
     family = "mnist-like"
     summary = "Fashion-MNIST, 60,000 + 10,000, torchvision layout under the data root"
+    classes = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+               "ankle boot")
     folder = "FashionMNIST"
     files = ("raw/train-images-idx3-ubyte", "raw/t10k-images-idx3-ubyte")
 
@@ -124,6 +126,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 @register_dataset("cifar10")
 class Cifar10(_TorchvisionSource):
     shape = (3, 32, 32)
+    classes = CIFAR10_CLASSES
     family = "cifar"
     summary = "CIFAR-10, 50,000 + 10,000, torchvision layout or CIFAR10/{train,test}/<class>/ PNGs under the data root"
     folder = "cifar-10-batches-py"

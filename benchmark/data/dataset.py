@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
@@ -48,6 +48,11 @@ class Dataset:
     train: Split
     val: Split
     test: Split  # ordered so that every prefix is (nearly) class-balanced
+    classes: tuple[str, ...] = ()  # the classes' names, by label; empty where the labels are the names (digits)
+
+    def class_name(self, label: int) -> str:
+        """What a figure or table calls class ``label``: its name where the data set has names, else the number."""
+        return self.classes[label] if label < len(self.classes) else str(label)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -75,6 +80,7 @@ class DataSource:
     name: ClassVar[str] = ""
     shape: ClassVar[tuple[int, int, int]]
     num_classes: ClassVar[int] = 10
+    classes: ClassVar[tuple[str, ...]] = ()  # names by label, where the labels are not the names themselves
     family: ClassVar[str] = "mnist-like"
     summary: ClassVar[str] = ""
     # sizes carved out of the training pool, and out of the whole pool where there is no official test split
@@ -143,8 +149,9 @@ def load_dataset(name: str, data_root: str | None = None, download: bool = False
         return _load_folder(Path(name[len(FOLDER_PREFIX):]) if name.startswith(FOLDER_PREFIX) else _FOLDERS[name])
     source: DataSource = DATASETS.get(name).factory()
     train_x, train_y, test_x, test_y = source.arrays(resolve_root(data_root), download)
-    return _split(name, source.family, source.num_classes, train_x, train_y, test_x, test_y, source.val_size,
+    data = _split(name, source.family, source.num_classes, train_x, train_y, test_x, test_y, source.val_size,
                   source.test_size)
+    return replace(data, classes=tuple(source.classes))
 
 
 def _load_folder(path: Path) -> Dataset:
@@ -167,7 +174,9 @@ def _load_folder(path: Path) -> Dataset:
     slug = re.sub(r"[^a-z0-9._-]+", "-", Path(path).resolve().name.lower()).strip("-") or "data"
     name = f"folder-{slug}-{data.test.sha256()[:8]}"
     _FOLDERS[name] = Path(path)
-    return Dataset(name, data.family, data.num_classes, data.train, data.val, data.test)
+    # the class folders' names, unless they are just the labels
+    classes = () if list(arrays.classes) == [str(i) for i in range(len(arrays.classes))] else tuple(arrays.classes)
+    return Dataset(name, data.family, data.num_classes, data.train, data.val, data.test, classes)
 
 
 def _split(name: str, family: str, num_classes: int, train_x: np.ndarray, train_y: np.ndarray,

@@ -28,7 +28,7 @@ from benchmark.core.device import resolve_device
 from benchmark.core.errors import BenchError
 from benchmark.core.registry import ATTACKS
 from benchmark.core.vocab import Threat
-from benchmark.data.dataset import load_dataset
+from benchmark.data.dataset import Dataset, load_dataset
 from benchmark.engine.adversarial import generate
 from benchmark.engine.cells import predict_all
 from benchmark.engine.threats import ThreatOptions, adaptive_target
@@ -69,11 +69,11 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
     common = {"dataset": dataset_name, "defense": defense_name, "attack": attack_name, "threat": threat.value,
               "bpda": bpda}
     rows = [{**common, "eps": "clean", "n": len(x), "perturbed_subpixels": 0.0, "undone": None, "surviving_l1": None,
-             **_predictions(classifier, clean, points.y, batch_size)}]
+             **_predictions(classifier, clean, points.y, batch_size, dataset)}]
     generator = getattr(defense, "generator", None)
     if isinstance(generator, torch.nn.Module):
         samples = _generator_samples(generator, GENERATOR_SAMPLES, seed)
-        predicted = _predictions(classifier, samples, None, batch_size)
+        predicted = _predictions(classifier, samples, None, batch_size, dataset)
         rows.append({**common, "eps": "generator samples", "n": GENERATOR_SAMPLES, "perturbed_subpixels": None, "undone": None,
                      "surviving_l1": None, **predicted})
     for e, xa in zip(budgets, adv.per_eps):
@@ -87,7 +87,7 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
             "perturbed_subpixels": round(float(moved.float().mean()), 4),
             "undone": round(float(undone.sum() / moved.sum().clamp_min(1)), 4),
             "surviving_l1": round(float(surviving.mean()), 4),
-            **_predictions(classifier, purified, points.y, batch_size),
+            **_predictions(classifier, purified, points.y, batch_size, dataset),
         })
     return rows
 
@@ -100,14 +100,15 @@ def _generator_samples(generator: torch.nn.Module, n: int, seed: int) -> torch.T
         return generator(z)
 
 
-def _predictions(classifier, purified: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> dict[str, Any]:
-    """The defended accuracy on ``purified`` (None without labels) and the class predicted most often, with its
-    share."""
+def _predictions(classifier, purified: torch.Tensor, y: torch.Tensor | None, batch_size: int,
+                 dataset: Dataset) -> dict[str, Any]:
+    """The defended accuracy on ``purified`` (None without labels) and the class predicted most often (by name where
+    the data set has names), with its share."""
     predicted = predict_all(classifier, purified, batch_size, purified.device)
     counts = torch.bincount(predicted)
     top = int(counts.argmax())
     accuracy = None if y is None else round(float((predicted == y.to(predicted.device)).float().mean()), 4)
-    return {"defended_accuracy": accuracy, "most_predicted": f"{top} ({float(counts[top]) / len(predicted):.0%})"}
+    return {"defended_accuracy": accuracy, "most_predicted": f"{dataset.class_name(top)} ({float(counts[top]) / len(predicted):.0%})"}
 
 
 def _use_soft_surrogate(defense, threat: Threat) -> None:

@@ -53,7 +53,7 @@ def examples_figure(dataset: str, model: str, defense_name: str, attack_name: st
     torch.manual_seed(seed)
     purified_clean = defense.purify(clean)
     purified = defense.purify(adv)
-    names = [str(c) for c in range(data.num_classes)]
+    names = [data.class_name(c) for c in range(data.num_classes)]
     attacked = f"{attack_name} {format_eps(eps)}"
     rows = [("clean", clean), (f"{defense_name}\n(clean)", purified_clean), (attacked, adv),
             (f"{defense_name}\n({attacked})", purified)]
