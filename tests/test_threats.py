@@ -341,6 +341,7 @@ def test_diagnose_measures_what_a_purifier_undoes(digits_classifier):
                   threat=Threat.OBLIVIOUS, device="cpu")
     clean, none = purification_survival(defense_name="none", **common)
     assert none["undone"] == 0 and none["surviving_l1"] == 1.0 and none["perturbed_subpixels"] > 0.5
+    assert clean["median_linf"] == 0 and none["median_linf"] == pytest.approx(25, abs=0.1)  # FGSM's step, in levels
     assert clean["eps"] == "clean" and clean["perturbed_subpixels"] == 0 and clean["defended_accuracy"] >= 0.8
     assert none["defended_accuracy"] < clean["defended_accuracy"]
     # ten balanced test points, at least eight classified right: no class takes more than three of the predictions

@@ -19,7 +19,8 @@ from benchmark.cli.common import common_model_options, setup
 @common_model_options
 def diagnose(dataset, model, defense_name, attack_name, threat, eps_values, n, bpda, data_root, download, device,
              seed, quiet, threads) -> None:
-    """How much of an attack's perturbation survives a purifier (undone sub-pixels, surviving L1 share)."""
+    """How much of an attack's perturbation survives a purifier (undone sub-pixels, surviving L1 share, median
+    L-infinity size)."""
     setup(quiet, threads)
     from tabulate import tabulate
 

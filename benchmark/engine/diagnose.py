@@ -5,7 +5,9 @@ reach, whatever the attacker's gradients: then a strong adaptive attack fails fo
 masked gradients. This measures it on the adversarial inputs of one attack (generated here, on the first n test
 points): per budget, the share of perturbed sub-pixels that the purifier returns to the value it gives the clean
 image ("undone"), the ratio of the L1 distance between the purified adversarial and purified clean inputs to the
-L1 size of the perturbation ("surviving", 0 = all undone, 1 = passed through), and the defended accuracy. A first
+L1 size of the perturbation ("surviving", 0 = all undone, 1 = passed through), the median over the points of the
+perturbation's L-infinity size in 8-bit levels ("median_linf": a purifier that moves a sub-pixel by at most k levels
+cannot undo more than k), and the defended accuracy. A first
 row does the same for the clean points. Every row also names the class the defended pipeline predicts most and how
 often: a pipeline that sends most inputs to one class (a classifier collapsed onto a catch-all class on the purifier's
 outputs, say) shows it there, where accuracy alone only says that it is low. For a defense that projects onto a
@@ -69,13 +71,13 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
     common = {"dataset": dataset_name, "defense": defense_name, "attack": attack_name, "threat": threat.value,
               "bpda": bpda}
     rows = [{**common, "eps": "clean", "n": len(x), "perturbed_subpixels": 0.0, "undone": None, "surviving_l1": None,
-             **_predictions(classifier, clean, points.y, batch_size, dataset)}]
+             "median_linf": 0.0, **_predictions(classifier, clean, points.y, batch_size, dataset)}]
     generator = getattr(defense, "generator", None)
     if isinstance(generator, torch.nn.Module):
         samples = _generator_samples(generator, GENERATOR_SAMPLES, seed)
         predicted = _predictions(classifier, samples, None, batch_size, dataset)
-        rows.append({**common, "eps": "generator samples", "n": GENERATOR_SAMPLES, "perturbed_subpixels": None, "undone": None,
-                     "surviving_l1": None, **predicted})
+        rows.append({**common, "eps": "generator samples", "n": GENERATOR_SAMPLES, "perturbed_subpixels": None,
+                     "undone": None, "surviving_l1": None, "median_linf": None, **predicted})
     for e, xa in zip(budgets, adv.per_eps):
         xa = xa.to(dev)
         purified = _purified(defense, xa, batch_size, seed)
@@ -87,6 +89,7 @@ def purification_survival(dataset_name: str, model_name: str, defense_name: str,
             "perturbed_subpixels": round(float(moved.float().mean()), 4),
             "undone": round(float(undone.sum() / moved.sum().clamp_min(1)), 4),
             "surviving_l1": round(float(surviving.mean()), 4),
+            "median_linf": round(float((xa - x).abs().flatten(1).amax(1).median()) * 255, 1),
             **_predictions(classifier, purified, points.y, batch_size, dataset),
         })
     return rows
@@ -108,7 +111,8 @@ def _predictions(classifier, purified: torch.Tensor, y: torch.Tensor | None, bat
     counts = torch.bincount(predicted)
     top = int(counts.argmax())
     accuracy = None if y is None else round(float((predicted == y.to(predicted.device)).float().mean()), 4)
-    return {"defended_accuracy": accuracy, "most_predicted": f"{dataset.class_name(top)} ({float(counts[top]) / len(predicted):.0%})"}
+    share = float(counts[top]) / len(predicted)
+    return {"defended_accuracy": accuracy, "most_predicted": f"{dataset.class_name(top)} ({share:.0%})"}
 
 
 def _use_soft_surrogate(defense, threat: Threat) -> None:
