@@ -124,8 +124,9 @@ class IncrementalPixelCNN:
         self.pixels = [row[:, 1:-1, :-1].unbind(1) for row in self.image[:, 1:].unbind(1)]  # [r][c]: (B, C)
         # up stream: elu of each block's input and hidden layer, previous and current row, padded at the sides
         # channels last: the row convolutions run about twice as fast on it, and their outputs come out as (B, W, F)
-        self.up_x = [like.new_zeros(b, f, 2, w + 2).contiguous(memory_format=torch.channels_last) for _ in model.u_blocks]
-        self.up_h = [like.new_zeros(b, f, 2, w + 2).contiguous(memory_format=torch.channels_last) for _ in model.u_blocks]
+        self.up_x, self.up_h = ([torch.empty(b, f, 2, w + 2, dtype=like.dtype, device=like.device,
+                                             memory_format=torch.channels_last).zero_() for _ in model.u_blocks]
+                                for _ in range(2))
         self.left = [_LeftBlock(blk, b, f, w, like) for blk in model.ul_blocks]
         # the down-right-shifted 2x1 input convolution: its row-above tap and its own-row tap
         wl = model.ul_init_left.conv.weight  # (F, C + 1, 2, 1)

@@ -623,6 +623,7 @@ def test_diagnose_names_the_class_a_projection_classifier_gives_the_generators_r
     assert samples["defended_accuracy"] is None and samples["most_predicted"].endswith("(100%)")
     from test_cli import bench
 
+    # the command line prints that row too (build_defense is still patched: "none" builds the projecting defense)
     result = bench("diagnose", "--dataset", "digits", "--defense", "none", "--attack", "fgsm", "--n", "5",
                    "--threat", "oblivious")
     assert result.exit_code == 0, result.output
