@@ -25,19 +25,19 @@ x' better than every code of the true class that the descent reaches. For a test
 4. verifies with the defense's real projection (again keeping every start's end point, which replace the tracked
    ones) and the classifier: an image whose projection is misclassified is done and keeps that x'; the others go
    through 3 and 4 again, ``rounds`` verifications in all. An image the defense already misclassifies is returned
-   as it is; one never fooled returns its last refined x'.
-
-Everything it returns is inside the eps ball and [0, 1] by construction (the harness re-checks it and recomputes the
-predictions with the real defense). It runs only under ``--threat adaptive`` against a defense whose one purifier is a
-GAN projection; anywhere else the cell fails with one line saying so. White-box (gradients of the generator and the
-classifier, never of the projection), fixed-eps L-infinity; its random draws (the search's starts) come from its
-own generator (option ``seed``), the same for every image, so its output depends neither on torch's global seed nor
-on the batch an image is in.
+   as it is;
+5. crafts the inputs of the images still not fooled further with the projection's exact gradient: from each one's
+   last refined x', ``unrolled_steps`` steps of ``pgd-unrolled`` (:mod:`attacks.unrolled`, its descent unrolled),
+   which move one of the defense's descents into a wrong class's basin. The latent rounds bring x' to where a
+   wrong-class code explains it almost as well as the true class; the exact gradient finishes what the energies of
+   step 3, blind to which basin each of the defense's fixed starts falls into, cannot. An image never fooled
+   returns its last x'.
 
 Cost per image and budget: one projection of x (shared by the budgets of a run when they attack the same batch),
 ``targets * starts`` codes for ``search_steps`` generator and classifier passes, and per round one projection plus
 ``refine_steps * track_steps`` passes of the R + ``targets`` tracked codes (about half a projection at the defaults);
-rounds stop for images already fooled.
+rounds stop for images already fooled. Step 5 costs about three projections per step and image still standing, and
+memory for an unrolled projection of ``UNROLLED_BATCH`` images.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ import logging
 import torch
 from torch import nn
 
-from attacks.projecting import projecting_defense, projection_applies_to
+from attacks.projecting import margin, projecting_defense, projection_applies_to
+from attacks.unrolled import unrolled_pgd
 from benchmark.core.attack import Attack
 from benchmark.core.modes import eval_mode
 from benchmark.core.options import Option
@@ -56,6 +57,8 @@ from models.projection import Projection, check_fits, descend
 
 log = logging.getLogger(__name__)
 NAME = "latent-space"
+UNROLLED_BATCH = 10  # images whose projection is unrolled at once (memory: its L steps of R generator activations)
+UNROLLED_TEMPERATURE = 0.002  # pgd-unrolled's default softmin temperature over the starts
 
 
 def project_all(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[torch.Tensor, torch.Tensor,
@@ -70,13 +73,6 @@ def project_all(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple
     errors = (images - target).square().flatten(1).mean(1).view(b, r)
     rows = torch.arange(b, device=x.device) * r + errors.argmin(1)
     return images[rows], z.view(b, r, -1), images.view(b, r, *x.shape[1:]), errors
-
-
-def margin(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Per row, the largest other logit minus the logit of ``label``: negative while ``label`` wins."""
-    own = logits.gather(1, label[:, None])[:, 0]
-    others = logits.scatter(1, label[:, None], float("-inf"))
-    return others.amax(1) - own
 
 
 def outside(images: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -108,17 +104,21 @@ class LatentSpace(Attack):
         Option("track_steps", int, 5, "descent steps of each tracked code per input step", low=1),
         Option("classifier_weight", float, 1.0, "weight of the classifier's margin gradient in the input steps",
                low=0),
+        Option("unrolled_steps", int, 10, "steps through the unrolled projection (pgd-unrolled) from the last "
+               "refined input of the images still not fooled; 0: the latent rounds only", low=0),
+        Option("unrolled_step_size", float, 0.25, "their step size relative to the budget eps", low=1e-6),
         Option("seed", int, 0, "seed of the search's starts (the same draws for every image)", low=0),
     )
 
     def __init__(self, targets: int = 3, starts: int = 4, search_steps: int = 100, lr: float = 0.05,
                  weight: float = 1.0, kappa: float = 5.0, start_noise: float = 0.5, rounds: int = 3,
                  refine_steps: int = 20, step_size: float = 0.1, track_steps: int = 5,
-                 classifier_weight: float = 1.0, seed: int = 0) -> None:
+                 classifier_weight: float = 1.0, unrolled_steps: int = 10, unrolled_step_size: float = 0.25,
+                 seed: int = 0) -> None:
         super().__init__(targets=targets, starts=starts, search_steps=search_steps, lr=lr, weight=weight,
                          kappa=kappa, start_noise=start_noise, rounds=rounds, refine_steps=refine_steps,
                          step_size=step_size, track_steps=track_steps, classifier_weight=classifier_weight,
-                         seed=seed)
+                         unrolled_steps=unrolled_steps, unrolled_step_size=unrolled_step_size, seed=seed)
         self._clean: tuple | None = None  # the last batch's clean projection, shared by the budgets of a run
 
     @classmethod
@@ -158,7 +158,10 @@ class LatentSpace(Attack):
         k = min(o["targets"], logits.shape[1] - 1)
         targets = logits.scatter(1, y[:, None], float("-inf")).topk(k, 1).indices  # (n, k)
         z_targets, targets = self._search(generator, classifier, x, z_star, targets, eps)
-        x_adv = self._refine_and_verify(generator, classifier, cfg, x, y, z_ends, z_targets, targets, eps)
+        x_adv, standing = self._refine_and_verify(generator, classifier, cfg, x, y, z_ends, z_targets, targets, eps)
+        for rows in standing.split(UNROLLED_BATCH) if o["unrolled_steps"] else ():
+            x_adv[rows] = unrolled_pgd(generator, classifier, cfg, x[rows], y[rows], eps, o["unrolled_steps"],
+                                       o["unrolled_step_size"], UNROLLED_TEMPERATURE, o["kappa"], start=x_adv[rows])
         out[todo] = x_adv
         return out
 
@@ -213,7 +216,7 @@ class LatentSpace(Attack):
             todo = todo[~fooled]
             if len(todo) == 0:
                 break
-        return result
+        return result, todo
 
     def _refine(self, generator, classifier, cfg, x, y, x_adv, z_ends, z_targets, targets, eps):
         """``refine_steps`` signed steps of x_adv towards the best-fitting wrong-class code's image and away from the

@@ -1,12 +1,21 @@
 """What the attacks on a GAN projection defense (``invert-and-classify``, ``invert-and-classify-robust``) share: where
-they run, and the projecting purifier inside the defended pipeline they are handed."""
+they run, the projecting purifier inside the defended pipeline they are handed, and the classifier's margin they
+raise."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from benchmark.core.errors import CellFailed
 
 GENERATOR_DEFENSES = "invert-and-classify or invert-and-classify-robust"
+
+
+def margin(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Per row, the largest other logit minus the logit of ``label``: negative while ``label`` wins."""
+    own = logits.gather(1, label[:, None])[:, 0]
+    others = logits.scatter(1, label[:, None], float("-inf"))
+    return others.amax(1) - own
 
 
 def projection_applies_to(defense, threat) -> str | None:

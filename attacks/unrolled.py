@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from attacks.latent import margin
-from attacks.projecting import projecting_defense, projection_applies_to
+from attacks.projecting import margin, projecting_defense, projection_applies_to
 from benchmark.core.attack import Attack
 from benchmark.core.modes import eval_mode
 from benchmark.core.options import Option
@@ -78,20 +77,29 @@ class UnrolledPGD(Attack):
 
     def _attack(self, generator, classifier, cfg, x, y, eps):
         o = self._options
-        x_adv, todo = x.clone(), torch.arange(len(x), device=x.device)
-        for _ in range(o["steps"]):
-            xa = x_adv[todo].clone().requires_grad_(True)
-            with torch.enable_grad():
-                images, errors = project_unrolled(generator, xa, cfg)
-                r = errors.shape[1]
-                margins = margin(classifier(images.flatten(0, 1)), y[todo].repeat_interleave(r)).view(-1, r)
-                weights = torch.softmax(-errors / o["temperature"], 1)
-                (grad,) = torch.autograd.grad((weights * margins.clamp(max=o["kappa"])).sum(), xa)
-            with torch.no_grad():  # the forward pass was the defense's projection: its best end decides
-                fooled = margins.gather(1, errors.argmin(1, keepdim=True))[:, 0] > 0
-                todo, grad = todo[~fooled], grad[~fooled]
-                if len(todo) == 0:
-                    break
-                moved = x_adv[todo] + o["step_size"] * eps * grad.sign()
-                x_adv[todo] = torch.minimum(torch.maximum(moved, x[todo] - eps), x[todo] + eps).clamp(0, 1)
-        return x_adv
+        return unrolled_pgd(generator, classifier, cfg, x, y, eps, o["steps"], o["step_size"], o["temperature"],
+                            o["kappa"])
+
+
+def unrolled_pgd(generator, classifier, cfg, x, y, eps, steps, step_size, temperature, kappa, start=None):
+    """``steps`` signed steps through the unrolled projection (the module's docstring), from ``start`` (by default
+    x itself) inside the eps ball around x; returns the inputs, each the first one found fooling the projection or
+    the last step's."""
+    x_adv = (x if start is None else start).clone()
+    todo = torch.arange(len(x), device=x.device)
+    for _ in range(steps):
+        xa = x_adv[todo].clone().requires_grad_(True)
+        with torch.enable_grad():
+            images, errors = project_unrolled(generator, xa, cfg)
+            r = errors.shape[1]
+            margins = margin(classifier(images.flatten(0, 1)), y[todo].repeat_interleave(r)).view(-1, r)
+            weights = torch.softmax(-errors / temperature, 1)
+            (grad,) = torch.autograd.grad((weights * margins.clamp(max=kappa)).sum(), xa)
+        with torch.no_grad():  # the forward pass was the defense's projection: its best end decides
+            fooled = margins.gather(1, errors.argmin(1, keepdim=True))[:, 0] > 0
+            todo, grad = todo[~fooled], grad[~fooled]
+            if len(todo) == 0:
+                break
+            moved = x_adv[todo] + step_size * eps * grad.sign()
+            x_adv[todo] = torch.minimum(torch.maximum(moved, x[todo] - eps), x[todo] + eps).clamp(0, 1)
+    return x_adv

@@ -70,9 +70,10 @@ def test_project_all_is_the_defenses_projection(setting):
 def test_latent_space_fools_the_real_projection_where_bpda_pgd_does_not(setting):
     pipeline, x, y = setting
     assert _accuracy(pipeline, x, y) == 1.0
-    runs = {name: generate(ATTACKS.get(name).factory(), pipeline, x, y, (EPS,), seed=0, batch_size=len(x),
-                           device=CPU).per_eps[0]  # the harness checks box and budget inside
-            for name in ("latent-space", "pgd")}
+    # the latent rounds alone (no unrolled steps): they find the wrong-class codes the tiny generator holds
+    attacks = {"latent-space": LatentSpace(unrolled_steps=0), "pgd": ATTACKS.get("pgd").factory()}
+    runs = {name: generate(attack, pipeline, x, y, (EPS,), seed=0, batch_size=len(x), device=CPU).per_eps[0]
+            for name, attack in attacks.items()}  # the harness checks box and budget inside
     for name, adv in runs.items():
         check_adversarial(x, adv, Norm.LINF, EPS, name)
     latent, pgd = _accuracy(pipeline, runs["latent-space"], y), _accuracy(pipeline, runs["pgd"], y)
@@ -81,6 +82,18 @@ def test_latent_space_fools_the_real_projection_where_bpda_pgd_does_not(setting)
     # the attack's own claim: the real projection of its inputs is of the wrong class
     projected = pipeline.defense.purify(runs["latent-space"])
     assert (WatchingClassifier()(projected).argmax(1) != y).float().mean() >= 0.75
+
+
+def test_latent_space_crafts_further_through_the_unrolled_projection_only_where_its_rounds_failed(setting):
+    pipeline, x, y = setting
+    weak = {"rounds": 1, "search_steps": 2, "refine_steps": 0, "targets": 1, "starts": 1}  # fails on some images
+    rounds_only = LatentSpace(**weak, unrolled_steps=0).run(pipeline, x, y, EPS)
+    both = LatentSpace(**weak, unrolled_steps=5).run(pipeline, x, y, EPS)
+    fooled_by_rounds = predict(pipeline, rounds_only) != y
+    assert 0 < int(fooled_by_rounds.sum()) < len(x)
+    assert torch.equal(both[fooled_by_rounds], rounds_only[fooled_by_rounds])  # those are left as they were
+    check_adversarial(x, both, Norm.LINF, EPS, "latent-space")
+    assert _accuracy(pipeline, both, y) < _accuracy(pipeline, rounds_only, y)
 
 
 def test_latent_space_is_repeatable_whatever_the_global_seed_and_batch(setting):
