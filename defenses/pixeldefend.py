@@ -76,11 +76,12 @@ def choose(dist: SubPixel, levels: torch.Tensor, eps: int, threshold_bits: float
         logs = sub.log_probs(lo[underflow], count).masked_fill(invalid[underflow], float("-inf"))
         # relative to the best candidate: the same order and margins, without the underflow
         scores[underflow] = (logs - logs.amax(1, keepdim=True)).exp().masked_fill(invalid[underflow], -1.0)
+    best = scores.argmax(1)  # ties: the first candidate
     if count > 1:
-        top = scores.topk(2, dim=1)
-        best, margin = top.indices[:, 0], top.values[:, 0].log() - top.values[:, 1].clamp(min=0).log()
+        top = scores.topk(2, dim=1).values
+        margin = top[:, 0].log() - top[:, 1].clamp(min=0).log()
     else:
-        best, margin = torch.zeros_like(levels), torch.full(levels.shape, float("inf"), device=levels.device)
+        margin = torch.full(levels.shape, float("inf"), device=levels.device)
     new = lo + best
     if threshold_bits is not None:
         current = dist.log_probs(levels, 1)[:, 0]
@@ -107,7 +108,6 @@ class _Window:
                  like: torch.Tensor) -> None:
         self.eps, self.channels, self.mixtures, self.threshold_bits = eps, channels, mixtures, threshold_bits
         count = 2 * eps + 1
-        self.top = min(2, count)
         # the interval ends of levels -eps .. 255 + eps, as mixture._window_probs computes them; row v of the table:
         # the count + 1 ends of the window around current level v (candidates v - eps .. v + eps)
         ends = torch.arange(-eps, mixture.LEVELS + eps + 1, device=like.device).to(like.dtype) * (2 / 255) - 1
@@ -169,7 +169,7 @@ class _Window:
         torch.sub(below_hi, below_lo, out=self.from_below)
         torch.sub(above_lo, above_hi, out=self.from_above)
         per_level = torch.where(self.centre_below, self.from_below, self.from_above, out=self.centre)
-        best, index = (a[:, 0] for a in per_level.mul_(weights).sum(1).topk(self.top, dim=1))  # ties as choose()
+        best, index = per_level.mul_(weights).sum(1).max(1)  # ties: the first, as choose()'s argmax
         if best.min().item() < self.tiny:
             out.copy_(choose(SubPixel(params, t, k, self.mixtures), current, self.eps, self.threshold_bits)[0])
             return
