@@ -82,7 +82,7 @@ def test_cli_trains_a_pixelcnn_and_writes_its_sample_grid(tmp_path: Path, tiny_p
 def test_unknown_pixelcnn_size_is_one_line():
     result = CliRunner().invoke(main, ["train", "pixelcnn", "--dataset", "digits", "--size", "huge"])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == ["bench: error: unknown PixelCNN size 'huge'; sizes: tiny, small, large"]
+    assert result.output.strip().splitlines() == ["bench: error: unknown PixelCNN size 'huge'; sizes: tiny, small, medium, large"]
 
 
 def test_examples_figure_shows_clean_adversarial_and_purified(tmp_path: Path):
