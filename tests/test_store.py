@@ -309,4 +309,9 @@ def test_an_unfinished_training_is_shipped_and_resumed_elsewhere(tmp_path):
 
     there.get_or_build("classifier", spec, torch.nn.Linear(1, 1), build)
     assert seen["state"] == '{"epoch": 3}'
+    # once finished and shipped, the finished weights replace the unfinished state beside the records
+    name = f"classifier/{there.folder('classifier', spec).name}"
+    assert there.ship([name], tmp_path / "results" / "models") == []
+    shipped = sorted(p.name for p in (tmp_path / "results" / "models" / name).iterdir())
+    assert shipped == ["meta.json", "weights.safetensors"]
     assert not ModelStore(root=tmp_path / "c", shipped=None).ship_partial("classifier", spec, tmp_path / "x")

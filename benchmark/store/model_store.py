@@ -163,6 +163,8 @@ class ModelStore:
             return f"checkpoint {name} is not in this machine's cache ({self.root})"
         if not (target / META).is_file():
             write_checkpoint(target, (source / WEIGHTS).read_bytes(), (source / META).read_bytes())
+            for stale in (PARTIAL_STATE, PARTIAL_META, PARTIAL_SPEC):  # the unfinished training that led here
+                (target / stale).unlink(missing_ok=True)
             return None
         want = json.loads((source / META).read_text())["weights_sha256"]
         shipped_meta = (target / META).read_bytes()
