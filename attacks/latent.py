@@ -37,7 +37,7 @@ Cost per image and budget: one projection of x (shared by the budgets of a run w
 ``targets * starts`` codes for ``search_steps`` generator and classifier passes, and per round one projection plus
 ``refine_steps * track_steps`` passes of the R + ``targets`` tracked codes (about half a projection at the defaults);
 rounds stop for images already fooled. Step 5 costs about three projections per step and image still standing, and
-memory for an unrolled projection of ``UNROLLED_BATCH`` images.
+memory for an unrolled projection of ``unrolled.BATCH`` images.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from attacks.projecting import margin, projecting_defense, projection_applies_to
-from attacks.unrolled import unrolled_pgd
+from attacks import unrolled
 from benchmark.core.attack import Attack
 from benchmark.core.modes import eval_mode
 from benchmark.core.options import Option
@@ -57,8 +57,6 @@ from models.projection import Projection, check_fits, descend
 
 log = logging.getLogger(__name__)
 NAME = "latent-space"
-UNROLLED_BATCH = 10  # images whose projection is unrolled at once (memory: its L steps of R generator activations)
-UNROLLED_TEMPERATURE = 0.002  # pgd-unrolled's default softmin temperature over the starts
 
 
 def project_all(generator: nn.Module, x: torch.Tensor, cfg: Projection) -> tuple[torch.Tensor, torch.Tensor,
@@ -159,9 +157,11 @@ class LatentSpace(Attack):
         targets = logits.scatter(1, y[:, None], float("-inf")).topk(k, 1).indices  # (n, k)
         z_targets, targets = self._search(generator, classifier, x, z_star, targets, eps)
         x_adv, standing = self._refine_and_verify(generator, classifier, cfg, x, y, z_ends, z_targets, targets, eps)
-        for rows in standing.split(UNROLLED_BATCH) if o["unrolled_steps"] else ():
-            x_adv[rows] = unrolled_pgd(generator, classifier, cfg, x[rows], y[rows], eps, o["unrolled_steps"],
-                                       o["unrolled_step_size"], UNROLLED_TEMPERATURE, o["kappa"], start=x_adv[rows])
+        steps = o["unrolled_steps"]
+        for rows in standing.split(unrolled.BATCH) if steps else ():
+            x_adv[rows] = unrolled.unrolled_pgd(generator, classifier, cfg, x[rows], y[rows], eps, steps,
+                                                o["unrolled_step_size"], unrolled.TEMPERATURE, o["kappa"],
+                                                start=x_adv[rows])
         out[todo] = x_adv
         return out
 

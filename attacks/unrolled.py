@@ -35,6 +35,8 @@ from benchmark.core.vocab import AttackKind, Norm
 from models.projection import project_unrolled
 
 NAME = "pgd-unrolled"
+TEMPERATURE = 0.002  # softmin temperature over the starts (also the latent-space attack's, for its unrolled steps)
+BATCH = 10  # images unrolled at once (memory: L steps of R generator activations each)
 
 
 @register_attack(NAME)
@@ -48,15 +50,15 @@ class UnrolledPGD(Attack):
     OPTIONS = (
         Option("steps", int, 10, "signed gradient steps (each one unrolled projection, forward and backward)", low=1),
         Option("step_size", float, 0.25, "step size relative to the budget eps", low=1e-6),
-        Option("temperature", float, 0.002, "softmin temperature over the starts' per-pixel mean squared errors",
+        Option("temperature", float, TEMPERATURE, "softmin temperature over the starts' per-pixel mean squared errors",
                low=1e-9),
         Option("kappa", float, 5.0, "the CW margin is clipped at this many logits (a done end stops pulling)", low=0),
-        Option("batch_size", int, 10, "images unrolled at once: changes memory and speed only, not results", low=1,
+        Option("batch_size", int, BATCH, "images unrolled at once: changes memory and speed only, not results", low=1,
                changes_results=False),
     )
 
-    def __init__(self, steps: int = 10, step_size: float = 0.25, temperature: float = 0.002, kappa: float = 5.0,
-                 batch_size: int = 10) -> None:
+    def __init__(self, steps: int = 10, step_size: float = 0.25, temperature: float = TEMPERATURE, kappa: float = 5.0,
+                 batch_size: int = BATCH) -> None:
         super().__init__(steps=steps, step_size=step_size, temperature=temperature, kappa=kappa,
                          batch_size=batch_size)
 
