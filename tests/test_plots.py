@@ -46,3 +46,17 @@ def test_robustness_curve_from_adaptive_records_with_several_budgets(tmp_path: P
 def test_no_curve_without_enough_budgets(tmp_path: Path) -> None:
     save_all(tmp_path, [make_record("pgd", [fooled(4, []), fooled(4, [0])], threat="adaptive")])
     assert robustness_curves(tmp_path) == []
+
+
+def test_defense_page_gives_each_records_seconds_and_the_cost_per_threat(tmp_path: Path) -> None:
+    timed = make_record("fgsm", [fooled(10, [0]), fooled(10, [0, 1])])
+    timed["provenance"] = {"attack_seconds": 30.0, "defense_seconds": 12.5, "device": "cpu", "torch_threads": 1}
+    untimed = make_record("bim", [fooled(10, [2]), fooled(10, [2, 3])])
+    adaptive = make_record("pgd", [fooled(10, [4]), fooled(10, [4, 5])], threat="adaptive")
+    adaptive["provenance"] = {"attack_seconds": 1000.0, "defense_seconds": 0.0, "device": "cuda", "torch_threads": 2}
+    save_all(tmp_path, [timed, untimed, adaptive])
+    write_site(tmp_path, tmp_path / "leaderboard")
+    page = (tmp_path / "leaderboard" / "fashion-mnist_resnet" / "none.html").read_text()
+    assert "<td>42</td>" in page  # the timed record's attack plus defense seconds, rounded
+    assert "<td>oblivious</td><td>10</td><td>1</td><td>42</td><td>4.2</td><td>cpu, 1 torch thread(s)</td>" in page
+    assert "<td>adaptive</td><td>10</td><td>1</td><td>1,000</td><td>100.0</td><td>cuda, 2 torch thread(s)</td>" in page

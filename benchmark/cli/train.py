@@ -15,7 +15,7 @@ from benchmark.cli.common import common_model_options, setup
 @click.option("--defense", "defense_name", default="none", show_default=True,
               help="Training-time defense (adv-fgsm, adv-bim, label-smoothing) or none.")
 @click.option("--size", default="small", show_default=True,
-              help="PixelCNN preset: tiny, small or large; GAN: tiny or small.")
+              help="PixelCNN preset: tiny, small, medium or large; GAN: tiny or small.")
 @click.option("--latent", type=click.IntRange(min=1), default=None, help="GAN latent size (default 128).")
 @click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=Path("results/figures"),
               show_default=True, help="Where the PixelCNN's or GAN's sample grid is written.")

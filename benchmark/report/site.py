@@ -17,7 +17,7 @@ Links to records and figures are relative to each page, so the site works from t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -105,6 +105,7 @@ def _defense_page(dataset: str, model: str, defense: str, rows: list[lb.Row], ep
                 "threat": row.threat_label, "attack": attack, "eps": lb._eps_text(row.key.eps, row.key.norm),
                 "accuracy": _percent_text(lb._counts(lb._outcomes(rec)["adv_correct"]), row.key.n),
                 "paper": lb._joined(theirs) if theirs else lb.DASH, "n": row.key.n,
+                "seconds": _seconds_text(_record_seconds(rec)),
                 "record": _rel(rec.path, page, site), "record_name": rec.path.name})
     weights = sorted(((mine[0].records[0].data.get("models") or {}).items())) if mine else []
     detects = any("detects" in str((r.data.get("defense") or {}).get("traits", "")) for r in records)
@@ -116,7 +117,45 @@ def _defense_page(dataset: str, model: str, defense: str, rows: list[lb.Row], ep
     return env.get_template("defense.html").render(
         title=f"{defense} · {dataset} / {model}", root=_rel(site / "index.html", page, site).rsplit("index.html")[0],
         defense=defense, dataset=dataset, model=model, headline=headline, threats=threats, checks=checks,
-        cells=cells, weights=weights, figures=_figures(names, page, site, results_dir))
+        cells=cells, costs=_costs(mine), weights=weights, figures=_figures(names, page, site, results_dir))
+
+
+def _record_seconds(rec: LoadedRecord) -> float | None:
+    """Wall time the record took: its attack and the defense's work on the adversarial inputs (None: not recorded)."""
+    prov = rec.data.get("provenance") or {}
+    if prov.get("attack_seconds") is None:
+        return None
+    return float(prov["attack_seconds"]) + float(prov.get("defense_seconds") or 0.0)
+
+
+def _seconds_text(seconds: float | None) -> str:
+    return lb.DASH if seconds is None else f"{seconds:,.0f}"
+
+
+@dataclass
+class _Cost:
+    seconds: float = 0.0
+    records: int = 0
+    made_on: set[str] = field(default_factory=set)
+
+
+def _costs(rows: Sequence[lb.Row]) -> list[dict[str, str]]:
+    """Total measured seconds per threat model and n, with the devices and torch threads that made them: what it
+    costs to rerun the row's attacks (and, scaled by n, to tighten its interval)."""
+    totals: dict[tuple[str, int], _Cost] = {}
+    for row in rows:
+        for rec in row.records:
+            seconds = _record_seconds(rec)
+            if seconds is None:
+                continue
+            prov = rec.data.get("provenance") or {}
+            cost = totals.setdefault((row.threat_label, row.key.n), _Cost())
+            cost.seconds += seconds
+            cost.records += 1
+            cost.made_on.add(f"{prov.get('device', '?')}, {prov.get('torch_threads', '?')} torch thread(s)")
+    return [{"threat": threat, "n": str(n), "records": str(c.records), "seconds": _seconds_text(c.seconds),
+             "per_point": f"{c.seconds / n:,.1f}", "made_on": "; ".join(sorted(c.made_on))}
+            for (threat, n), c in sorted(totals.items())]
 
 
 def _likelihood(det: LoadedDetection) -> dict[str, str]:
