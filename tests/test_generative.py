@@ -76,7 +76,9 @@ def test_cli_trains_a_pixelcnn_and_writes_its_sample_grid(tmp_path: Path, tiny_p
                                        "--figures", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "bits/dim" in result.output
-    assert (tmp_path / "digits_pixelcnn_samples.png").stat().st_size > 1000
+    # a preset other than the default small one writes its own grid and leaves the small one's name alone
+    assert (tmp_path / "digits_pixelcnn_tiny_samples.png").stat().st_size > 1000
+    assert not (tmp_path / "digits_pixelcnn_samples.png").exists()
 
 
 def test_unknown_pixelcnn_size_is_one_line():

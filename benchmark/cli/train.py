@@ -49,7 +49,9 @@ def train(what, dataset, model, defense_name, size, latent, figures, data_root, 
         click.echo(f"pixelcnn ({size}) on {dataset} (seed {seed}): test {m['test_bpd']:.3f} bits/dim, "
                    f"val {m['val_bpd']:.3f}; trained in {m['train_seconds']:.0f} s at "
                    f"{m['train_images_per_second']} images/s on {m['device']}  [{meta['key']}]")
-        path = sample_figure(pixelcnn, data, figures / f"{dataset}_pixelcnn_samples.png", seed=seed)
+        # the default preset keeps the plain name; other presets' grids sit beside it instead of replacing it
+        name = f"{dataset}_pixelcnn_samples.png" if size == "small" else f"{dataset}_pixelcnn_{size}_samples.png"
+        path = sample_figure(pixelcnn, data, figures / name, seed=seed)
         click.echo(f"wrote {path}")
         return
     _train_classifier(data, model, defense_name, device, seed)
