@@ -57,6 +57,8 @@ def test_defense_page_gives_each_records_seconds_and_the_cost_per_threat(tmp_pat
     save_all(tmp_path, [timed, untimed, adaptive])
     write_site(tmp_path, tmp_path / "leaderboard")
     page = (tmp_path / "leaderboard" / "fashion-mnist_resnet" / "none.html").read_text()
-    assert "<td>42</td>" in page  # the timed record's attack plus defense seconds, rounded
+    # each record's row: its attack plus defense seconds, rounded, and a dash where the record has no timing
+    assert f'<td>10</td><td>42</td><td><a href="../../records/fashion-mnist/{timed["id"]}.json">' in page
+    assert f'<td>10</td><td>–</td><td><a href="../../records/fashion-mnist/{untimed["id"]}.json">' in page
     assert "<td>oblivious</td><td>10</td><td>1</td><td>42</td><td>4.2</td><td>cpu, 1 torch thread(s)</td>" in page
     assert "<td>adaptive</td><td>10</td><td>1</td><td>1,000</td><td>100.0</td><td>cuda, 2 torch thread(s)</td>" in page

@@ -42,16 +42,14 @@ def train(what, dataset, model, defense_name, size, latent, figures, data_root, 
         click.echo("\n".join(lines))
         return
     if what == "pixelcnn":
-        from benchmark.training.pixelcnn import get_pixelcnn, sample_figure
+        from benchmark.training.pixelcnn import get_pixelcnn, sample_figure, sample_figure_name
 
         pixelcnn, meta = get_pixelcnn(data, resolve_device(device), ModelStore(), seed=seed, size=size)
         m = meta["metrics"]
         click.echo(f"pixelcnn ({size}) on {dataset} (seed {seed}): test {m['test_bpd']:.3f} bits/dim, "
                    f"val {m['val_bpd']:.3f}; trained in {m['train_seconds']:.0f} s at "
                    f"{m['train_images_per_second']} images/s on {m['device']}  [{meta['key']}]")
-        # the default preset keeps the plain name; other presets' grids sit beside it instead of replacing it
-        name = f"{dataset}_pixelcnn_samples.png" if size == "small" else f"{dataset}_pixelcnn_{size}_samples.png"
-        path = sample_figure(pixelcnn, data, figures / name, seed=seed)
+        path = sample_figure(pixelcnn, data, figures / sample_figure_name(dataset, size), seed=seed)
         click.echo(f"wrote {path}")
         return
     _train_classifier(data, model, defense_name, device, seed)

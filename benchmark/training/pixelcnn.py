@@ -228,6 +228,11 @@ def sample(model: nn.Module, n: int, seed: int = 0) -> torch.Tensor:
     return x
 
 
+def sample_figure_name(dataset: str, size: str) -> str:
+    """The sample grid's file name: the default preset keeps the plain name, the others sit beside it."""
+    return f"{dataset}_pixelcnn_samples.png" if size == "small" else f"{dataset}_pixelcnn_{size}_samples.png"
+
+
 def sample_figure(model: nn.Module, dataset: Dataset, path: Path, per_row: int = 8, seed: int = 0) -> Path:
     """Real test images above the line, PixelCNN samples below it (the paper's Figure 3)."""
     import matplotlib
