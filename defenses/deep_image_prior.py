@@ -71,8 +71,6 @@ class RefreshedFit:
 # mnist5k, shipped ResNet (250 validation images): clean 98%, FGSM 25/255 72% at 150 (undefended: 98%, 52%).
 # fashion-mnist, shipped ResNet (250 validation images): clean 85%, FGSM 25/255 17% at 400 iterations (undefended:
 # 88%, 6%); 300 iterations score 83% and 18% there, a mean 0.5 points lower (a flat top; the rule takes 400).
-# cifar10, shipped ResNet (250 validation images): clean 62%, FGSM 16/255 64% at 50 iterations (undefended: 92%, 0%);
-# clean accuracy falls after 50 (47% at 100, 29% at 200, 38% at 400): a colour image is not refit within the range.
 
 
 @register_defense("deep-image-prior")

@@ -98,3 +98,35 @@ def test_cifar10_names_its_classes_and_digits_keep_their_numbers(copy_with_its_h
     assert cifar.class_name(3) == "cat" and cifar.class_name(9) == "truck"
     digits = load_dataset("digits")
     assert digits.classes == () and digits.class_name(7) == "7"
+
+
+def test_the_validation_split_of_class_folders_takes_turns_between_classes(copy_with_its_hashes, monkeypatch):
+    """Read class by class, the held-out images would keep that order, and a tuning on the first validation images
+    (the deep image prior's, the region-based defense's) would see one class only."""
+    from benchmark.data.dataset import load_dataset
+
+    monkeypatch.setattr(builtin.Cifar10, "val_size", 20)  # two of each class's three training images
+    load_dataset.cache_clear()
+    try:
+        cifar = load_dataset("cifar10", str(copy_with_its_hashes))
+    finally:
+        load_dataset.cache_clear()
+    assert sorted(cifar.val.y.tolist()) == sorted(list(range(10)) * 2)
+    assert sorted(cifar.val.y[:10].tolist()) == list(range(10))  # the first ten: one of each class
+    assert sorted(cifar.train.y.tolist()) == list(range(10))
+
+
+def test_a_validation_split_in_mixed_order_keeps_it():
+    """digits' source order is already mixed: its validation split stays in that order (committed tunings used it)."""
+    from benchmark.data.dataset import load_dataset
+
+    val = load_dataset("digits").val
+    assert not all(a <= b for a, b in zip(val.y.tolist(), val.y[1:].tolist()))
+    from sklearn.datasets import load_digits
+
+    import benchmark.data.dataset as ds
+
+    y = load_digits().target
+    _, train_idx = ds._stratified_split(y, 360, ds.SPLIT_SEED)
+    taken, _ = ds._stratified_split(y[train_idx], 180, ds.SPLIT_SEED + 1)
+    assert val.y.tolist() == y[train_idx][taken].tolist()

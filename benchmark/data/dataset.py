@@ -189,6 +189,11 @@ def _split(name: str, family: str, num_classes: int, train_x: np.ndarray, train_
         train_x, train_y = train_x[train_idx], train_y[train_idx]
     test_y = np.asarray(test_y, dtype=np.int64)
     val_idx, train_idx = _stratified_split(train_y, val_size, SPLIT_SEED + 1)
+    if np.all(np.diff(train_y) >= 0):
+        # Images read class folder by class folder come class by class, and so would the validation split, whose
+        # prefixes (the points a defense tunes on) would then hold one class only: take turns between classes
+        # instead. Sources in a mixed order keep it, and with it the prefixes their committed tunings used.
+        val_idx = val_idx[_stratified_order(train_y[val_idx], SPLIT_SEED + 3)]
     order = _stratified_order(test_y, SPLIT_SEED + 2)
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 CANDIDATES = (25, 50, 100, 150, 200, 300, 400)
 # Iteration counts chosen by `bench train dip` with the deep image prior's default fit (lr 0.001, width 32, seed 0);
 # the defense reads them instead of tuning again.
-TUNED_ITERATIONS = {"digits": 100, "mnist5k": 150, "fashion-mnist": 400, "cifar10": 50}
+TUNED_ITERATIONS = {"digits": 100, "mnist5k": 150, "fashion-mnist": 400}
 
 # The fit's progress at a given count varies a lot between images (on mnist5k at 100 iterations the classifier was
 # right on 98% of one set of 100 validation fits and 66% of the next), so 100 points picked a count on the cliff's
@@ -86,6 +86,7 @@ def tuned_iterations(dataset: Dataset, classifier: nn.Module, device: torch.devi
                      ) -> dict[str, Any]:
     """The cached tuning of this data set, classifier and fit (tuned now when missing)."""
     spec = {"dataset": dataset.name, "shape": list(dataset.shape), "classifier_sha256": weights_sha256(classifier),
+            "val_sha256": dataset.val.head(min(points, len(dataset.val))).sha256(),  # the very images tuned on
             "lr": lr, "width": width, "seed": seed, "points": points, "candidates": list(candidates)}
     path = cache_dir() / "tuning" / "dip" / f"{config_hash(spec)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
