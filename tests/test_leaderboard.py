@@ -691,3 +691,20 @@ def test_models_table_lists_shipped_and_unfinished_trainings(tmp_path: Path) -> 
     assert rows[1][2:5] == ["vgg (normal)", "aaaa1111bb", "test accuracy 89.8%"]
     assert rows[1][5] == "89%, Song et al. 2018 (Table 2)"
     assert rows[2][4:] == ["test 3.500 bits/dim; trained in 2.0 h", "PixelCNN++: 2.92 bits/dim", "1 epoch"]
+
+
+def test_a_record_run_again_on_more_points_no_longer_caps_the_headline(tmp_path: Path) -> None:
+    save_all(tmp_path, [
+        make_record("fgsm", [fooled(10, [6]), fooled(10, [6, 7])]),
+        # pgd on 4 points, then on 10 at the same budgets: the 10-point record measures the first 4 again
+        make_record("pgd", [fooled(4, [0]), fooled(4, [0, 1])], threat="adaptive"),
+        make_record("pgd", [fooled(10, [0]), fooled(10, [0, 1, 8])], threat="adaptive"),
+        # a curve on 4 points whose headline budgets the 10-point record covers
+        make_record("pgd", [fooled(4, []), fooled(4, [2]), fooled(4, [3])], threat="adaptive",
+                    eps=(4 / 255, 8 / 255, 25 / 255)),
+        # another attack on 4 points only still caps its threat model
+        make_record("square", [fooled(4, []), fooled(4, [])], threat="transfer"),
+    ])
+    row = headline_row(render_dir(tmp_path), "none")
+    assert row["adaptive"] == "90/70 (n=10)" and row["oblivious"] == "90/80 (n=10)"
+    assert row["n"] == "4" and row["worst case"] == "**75/50**"

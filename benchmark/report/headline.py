@@ -4,9 +4,10 @@ threat model (docs/design.md, "Threat models": adaptive attacks included), with 
 A defense's records on one data set, classifier and seed are combined at the section's headline budgets (the budget
 set most records share, L-infinity). Records on different n use the same stratified test order, so they are combined on
 their common prefix: an example is robust at a budget only if the defended pipeline classifies it correctly when clean
-and under every attack of every threat model. Records with other budgets count at the headline budgets they contain (a
-robustness curve's records, a costly attack run at one budget); L2-budget records do not count (they are in the
-details table).
+and under every attack of every threat model. A record whose attack was run again on more points, under the same
+threat model and at its headline budgets, is left out: the larger record measures its points again. Records with
+other budgets count at the headline budgets they contain (a robustness curve's records, a costly attack run at one
+budget); L2-budget records do not count (they are in the details table).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from benchmark.engine.sanity import (
     defense_flags,
     masking_side,
 )
-from benchmark.store.records import LoadedRecord
+from benchmark.store.records import THREAT_OPTIONS, LoadedRecord
 
 THREATS = ("oblivious", "adaptive", "transfer")
 Group = list[tuple[LoadedRecord, list]]  # records with their headline-budget indices (None: a budget not run)
@@ -99,6 +100,23 @@ def _budget_indices(rec: LoadedRecord, eps: Sequence[float]) -> list[int | None]
 def _covers(records: Sequence[tuple[LoadedRecord, list[int | None]]]) -> bool:
     """Whether every headline budget is measured by at least one of ``records``."""
     return bool(records) and all(any(idx[b] is not None for _, idx in records) for b in range(len(records[0][1])))
+
+
+def _superseded(rec: LoadedRecord, idx: list[int | None], other: LoadedRecord, other_idx: list[int | None]) -> bool:
+    """Whether ``other`` re-ran ``rec``'s cell on more test points: the same attack under the same threat model (and
+    threat options), at every headline budget ``rec`` ran."""
+    mine, theirs = rec.data["config"], other.data["config"]
+    return (int(theirs["n"]) > int(mine["n"])
+            and all(mine.get(k) == theirs.get(k) for k in ("attack", "threat", THREAT_OPTIONS))
+            and all(o is not None for i, o in zip(idx, other_idx) if i is not None))
+
+
+def _without_superseded(records: Group) -> Group:
+    """The records not re-run on more points. Records share one stratified test order, so a smaller record's points
+    are the first of the larger one's, which measures them again; kept, it would cap the headline's n (the common
+    prefix of all records) where the attack has since been run on more points."""
+    return [(r, idx) for r, idx in records
+            if not any(_superseded(r, idx, other, other_idx) for other, other_idx in records)]
 
 
 def _complete(records: Group) -> Group:
@@ -209,7 +227,8 @@ def headlines(records: Sequence[LoadedRecord], eps: Sequence[float]) -> list[Hea
         if idx is not None:
             c = rec.data["config"]
             groups.setdefault((str(c["defense"]), int(c["seed"])), []).append((rec, idx))
-    groups = {key: sorted(recs, key=lambda item: str(item[0].path)) for key, recs in groups.items() if _covers(recs)}
+    groups = {key: sorted(_without_superseded(recs), key=lambda item: str(item[0].path))
+              for key, recs in groups.items() if _covers(recs)}
     # the sanity checks and the base comparison pair budgets across attacks: records that ran them all
     complete = {key: _complete(recs) for key, recs in groups.items() if _complete(recs)}
     against_base = _base_findings(complete, eps)
