@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 CANDIDATES = (25, 50, 100, 150, 200, 300, 400)
 # Iteration counts chosen by `bench train dip` with the deep image prior's default fit (lr 0.001, width 32, seed 0);
 # the defense reads them instead of tuning again.
-TUNED_ITERATIONS = {"digits": 100, "mnist5k": 150, "fashion-mnist": 400}
+TUNED_ITERATIONS = {"digits": 100, "mnist5k": 150, "fashion-mnist": 400, "cifar10": 400}
 
 # The fit's progress at a given count varies a lot between images (on mnist5k at 100 iterations the classifier was
 # right on 98% of one set of 100 validation fits and 66% of the next), so 100 points picked a count on the cliff's
