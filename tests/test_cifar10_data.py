@@ -118,14 +118,12 @@ def test_the_validation_split_of_class_folders_takes_turns_between_classes(copy_
 
 def test_a_validation_split_in_mixed_order_keeps_it():
     """digits' source order is already mixed: its validation split stays in that order (committed tunings used it)."""
-    from benchmark.data.dataset import load_dataset
-
-    val = load_dataset("digits").val
-    assert not all(a <= b for a, b in zip(val.y.tolist(), val.y[1:].tolist()))
     from sklearn.datasets import load_digits
 
     import benchmark.data.dataset as ds
 
+    val = ds.load_dataset("digits").val
+    assert not all(a <= b for a, b in zip(val.y.tolist(), val.y[1:].tolist()))
     y = load_digits().target
     _, train_idx = ds._stratified_split(y, 360, ds.SPLIT_SEED)
     taken, _ = ds._stratified_split(y[train_idx], 180, ds.SPLIT_SEED + 1)

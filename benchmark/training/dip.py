@@ -20,7 +20,7 @@ from filelock import FileLock
 from torch import nn
 
 from benchmark.core.modes import eval_mode
-from benchmark.data.dataset import Dataset
+from benchmark.data.dataset import Dataset, Split
 from benchmark.store.fileio import atomic_write_text
 from benchmark.store.hashing import config_hash
 from benchmark.store.paths import cache_dir
@@ -61,12 +61,17 @@ def _accuracy(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return round(float((classifier(x).argmax(1) == y).float().mean()), 4)
 
 
+def tuning_points(dataset: Dataset, points: int) -> Split:
+    """The validation images a tuning fits: the first ``points`` of the split (all of it when smaller)."""
+    return dataset.val.head(min(points, len(dataset.val)))
+
+
 def tune_iterations(dataset: Dataset, classifier: nn.Module, device: torch.device, lr: float = 0.001,
                     width: int = 32, seed: int = 0, points: int = POINTS, candidates: tuple[int, ...] = CANDIDATES
                     ) -> dict[str, Any]:
     """Measure every candidate count on validation data; the chosen count and the measurements."""
-    n = min(points, len(dataset.val))
-    x, y = dataset.val.x[:n].to(device), dataset.val.y[:n].to(device)
+    tuned_on = tuning_points(dataset, points)
+    n, x, y = len(tuned_on), tuned_on.x.to(device), tuned_on.y.to(device)
     eps = max(dataset.default_eps)
     adv = fgsm(classifier, x, y, eps)
     cfg = DIPFit(max(candidates), lr, width, seed)
@@ -86,7 +91,7 @@ def tuned_iterations(dataset: Dataset, classifier: nn.Module, device: torch.devi
                      ) -> dict[str, Any]:
     """The cached tuning of this data set, classifier and fit (tuned now when missing)."""
     spec = {"dataset": dataset.name, "shape": list(dataset.shape), "classifier_sha256": weights_sha256(classifier),
-            "val_sha256": dataset.val.head(min(points, len(dataset.val))).sha256(),  # the very images tuned on
+            "val_sha256": tuning_points(dataset, points).sha256(),  # the very images tuned on
             "lr": lr, "width": width, "seed": seed, "points": points, "candidates": list(candidates)}
     path = cache_dir() / "tuning" / "dip" / f"{config_hash(spec)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
