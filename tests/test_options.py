@@ -90,3 +90,21 @@ def test_list_options_shows_declarations():
     assert "quality" in result.output and "eps_defend" in result.output
     result = CliRunner().invoke(main, ["list", "attacks", "--options"])
     assert "steps" in result.output
+
+
+def test_training_length_is_an_option_that_keys_the_classifier():
+    from benchmark.data.dataset import load_dataset
+    from benchmark.training.zoo import classifier_spec, train_config
+
+    digits = load_dataset("digits")
+    plain, longer = build_defense("adv-fgsm"), build_defense("adv-fgsm(epochs=40)")
+    assert train_config(digits, plain).epochs == 15 and train_config(digits, longer).epochs == 40
+    # unset, the option is absent from the store key and the record, so classifiers trained before it keep theirs
+    assert "epochs" not in plain.training_config(digits) and "epochs" not in plain.options()
+    assert classifier_spec(digits, "resnet", plain, 0) != classifier_spec(digits, "resnet", longer, 0)
+    assert longer.options()["epochs"] == 40
+    assert ids("adv-fgsm(epochs=40)") != ids("adv-fgsm")
+    assert DEFENSES.select("label-smoothing(epochs=5)+feature-squeezing") == [
+        "label-smoothing(epochs=5)+feature-squeezing"]
+    with pytest.raises(BenchError, match="epochs of adv-bim must be int in"):
+        DEFENSES.configure("adv-bim(epochs=2.5)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -15,7 +15,7 @@ from benchmark.core.errors import BenchError
 from benchmark.core.registry import MODELS
 from benchmark.data.dataset import Dataset
 from benchmark.store.model_store import ModelStore
-from benchmark.training.classifier import accuracy, default_train_config, train_classifier
+from benchmark.training.classifier import TrainConfig, accuracy, default_train_config, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,16 @@ def classifier_spec(dataset: Dataset, arch: str, defense: Defense, seed: int) ->
         "shape": list(dataset.shape),
         "arch": arch,
         "training_defense": defense.training_config(dataset),
-        "train": default_train_config(dataset.name).as_dict(),
+        "train": train_config(dataset, defense).as_dict(),
         "seed": seed,
     }
+
+
+def train_config(dataset: Dataset, defense: Defense) -> TrainConfig:
+    """The data set's training schedule, with the epochs a training-time defense asks for (``adv-fgsm(epochs=10)``)."""
+    cfg = default_train_config(dataset.name)
+    epochs = (defense.training_config(dataset) or {}).get("epochs")
+    return cfg if epochs is None else replace(cfg, epochs=epochs)
 
 
 def build_classifier(dataset: Dataset, arch: str) -> nn.Module:
@@ -128,7 +135,7 @@ def get_classifier(
 
     def build(module: nn.Module) -> dict[str, Any]:
         log.info("no cached classifier for %s; training it now", label)
-        cfg = default_train_config(dataset.name)
+        cfg = train_config(dataset, defense)
 
         def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return defense.training_loss(model, x, y, training)
