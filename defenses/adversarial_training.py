@@ -6,9 +6,9 @@ equal weight, and each example's budget is drawn from a normal distribution N(0,
 Kurakin et al. use sigma = 8/255 on ImageNet, and so does the PixelDefend paper's code on every data set: that is the
 default. ``sigma=16/255`` is the other recipe measured on MNIST-like data (its budgets cover the attack budgets up to
 25/255 and eps_defend 32/255); records name it, ``adv-fgsm(sigma=16/255)``.
-Every training-time defense here takes ``epochs``: the data set's standard schedule by default (3 epochs on MNIST and
-Fashion-MNIST, 30 on CIFAR-10, ``benchmark.training.classifier.DEFAULT_TRAIN``), another length on request
-(``adv-fgsm(epochs=10)``), so the effect of training longer can be measured; the count enters the classifier's store key.
+Every training-time defense here takes ``epochs``: the data set's schedule by default
+(``benchmark.training.classifier.DEFAULT_TRAIN``), another length on request (``adv-fgsm(epochs=10)``), so the effect
+of training longer can be measured; the count enters the classifier's store key.
 Label smoothing: Szegedy et al. 2016 (https://arxiv.org/abs/1512.00567), as in the PixelDefend tables.
 """
 from __future__ import annotations
